@@ -1,0 +1,155 @@
+// Package sdk is what plugin authors write against. A plugin is one
+// process serving sources, sinks and functions; main calls Serve:
+//
+//	func main() {
+//		sdk.Serve(sdk.Plugin{
+//			Name: "demo", Version: "1.2.0",
+//			Sources:   map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
+//			Functions: map[string]any{"double": double},
+//		})
+//	}
+//
+// State lives in the plugin process, scoped per symbol instance; plugvisor
+// snapshots it on every swap and periodically, and restores it into the
+// next process, so a plugin keeps its state across reloads and crashes.
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/rs/zerolog"
+
+	"github.com/plugvisor/plugvisor/transport"
+)
+
+// Plugin describes a plugin: its identity and its symbols.
+type Plugin struct {
+	Name    string
+	Version string
+	// StateVersion names the layout of the plugin's state. A swap to a
+	// generation with another StateVersion needs Migrate; without it the
+	// swap is refused before anything pauses. Empty means "1".
+	StateVersion string
+
+	Sources   map[string]NewSource
+	Sinks     map[string]NewSink
+	Functions map[string]any // see the accepted signatures in checkFunction
+
+	// Migrate converts one symbol instance's state written by fromVersion
+	// (the Version of the generation being replaced). It is called when the
+	// versions differ; nil means state passes unchanged.
+	Migrate func(fromVersion string, state map[string][]byte) (map[string][]byte, error)
+}
+
+// NewSource makes a fresh source instance.
+type NewSource func() Source
+
+// NewSink makes a fresh sink instance.
+type NewSink func() Sink
+
+// Source streams items to the host.
+type Source interface {
+	// Configure receives the plugin's [plugins.NAME.config] table.
+	Configure(props map[string]any) error
+	// Open runs until ctx is done, calling emit for each item; emit blocks
+	// while the host is behind (push-back). Update state after emit returns,
+	// so a checkpoint never claims an item the host has not received.
+	Open(ctx Context, emit func(item any) error) error
+	Close(ctx Context) error
+}
+
+// Sink receives items from the host, in order. Items arrive as
+// json.RawMessage (the exact JSON the host sent).
+type Sink interface {
+	Configure(props map[string]any) error
+	Open(ctx Context) error
+	Collect(ctx Context, item any) error
+	Close(ctx Context) error
+}
+
+// Context is a context.Context with the symbol instance's state and logger.
+type Context interface {
+	context.Context
+	State() State
+	Logger() *zerolog.Logger
+}
+
+// State is scoped to one symbol instance; values are JSON-encoded.
+type State interface {
+	PutState(key string, value any) error
+	GetState(key string, into any) (found bool, err error)
+	DeleteState(key string) error
+	IncrCounter(key string, delta int64) (int64, error) // returns the new value
+	GetCounter(key string) (int64, error)
+}
+
+type stateKey struct{}
+
+// StateOf returns the state of the function being called; inside a
+// function that takes a context.Context. Outside one it returns nil.
+func StateOf(ctx context.Context) State {
+	s, _ := ctx.Value(stateKey{}).(State)
+	return s
+}
+
+// LoggerOf returns the logger of the symbol being run, or a disabled one.
+func LoggerOf(ctx context.Context) *zerolog.Logger {
+	if c, ok := ctx.(Context); ok {
+		return c.Logger()
+	}
+	l := zerolog.Nop()
+	return &l
+}
+
+// Serve runs the plugin until plugvisor shuts it down, then exits. It
+// never returns. Started by hand (no plugvisor environment), it says so and
+// exits with status 2.
+func Serve(p Plugin) {
+	env, ok := EnvFromOS()
+	if !ok {
+		fmt.Fprintf(os.Stderr, "%s %s is a plugvisor plugin: it must be started by plugvisor.\n"+
+			"Add it to config.toml as a driver, e.g.\n\n  [plugins.%s]\n  driver = %q\n\nthen run `plugvisor dev` (or `make run`).\n",
+			p.Name, p.Version, p.Name, os.Args[0])
+		os.Exit(2)
+	}
+	env.ExitOnPanic = true
+	env.WatchParent = true
+	err := ServeEnv(context.Background(), p, env)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "plugin %s: %v\n", p.Name, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// Env is what the host hands a plugin: where to dial and how to prove it
+// was started by that host.
+type Env struct {
+	Control  string // control socket address
+	Token    string
+	MaxFrame int
+	HostPID  int // 0: don't watch the parent
+
+	// ExitOnPanic makes a panicking function end the process after its
+	// caller got the error (the host restarts it with checkpointed state).
+	// In-process builtins leave it false: ServeEnv returns instead.
+	ExitOnPanic bool
+	// WatchParent exits when the parent process changes (the host died and
+	// its parent-death signal was lost).
+	WatchParent bool
+}
+
+// EnvFromOS reads the plugvisor environment; ok is false when the process
+// was not started by plugvisor.
+func EnvFromOS() (Env, bool) {
+	e := Env{Control: os.Getenv(transport.EnvControl), Token: os.Getenv(transport.EnvToken)}
+	if e.Control == "" || e.Token == "" {
+		return e, false
+	}
+	e.MaxFrame, _ = strconv.Atoi(os.Getenv(transport.EnvMaxFrame))
+	e.HostPID, _ = strconv.Atoi(os.Getenv(transport.EnvHostPID))
+	return e, true
+}

@@ -1,0 +1,637 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/plugvisor/plugvisor/transport"
+)
+
+// handshakeTimeout bounds the wait for the host's answer to Hello.
+const handshakeTimeout = 10 * time.Second
+
+// ServeEnv runs plugin p against the host described by env until the host
+// shuts it down (nil), ctx ends (ctx.Err()), or something fatal happens: a
+// refused handshake, a lost host, a malformed frame, a panicking function.
+// Serve wraps it for plugin binaries; builtins run it in the host's process.
+func ServeEnv(ctx context.Context, p Plugin, env Env) error {
+	s, err := newServer(p, env)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx)
+}
+
+type server struct {
+	p      Plugin
+	env    Env
+	man    transport.Manifest
+	funcs  map[string]*function
+	state  stateStore
+	config map[string]any
+	log    zerolog.Logger
+
+	ctl   *transport.Conn
+	ctx   context.Context
+	fatal chan error
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	conns     []*transport.Conn
+
+	heard chan struct{}
+}
+
+type instance struct {
+	id, kind, symbol string
+	conn             *transport.Conn
+	scope            *scope
+	sctx             *symCtx
+	cancel           context.CancelFunc
+	done             chan struct{} // the source's Open returned and EOS is queued
+
+	mu      sync.Mutex // serialises emit with snapshots (source), Collect with Close (sink)
+	seq     uint64
+	stopped bool
+	src     Source
+	snk     Sink
+}
+
+// symCtx is the Context handed to plugin code.
+type symCtx struct {
+	context.Context
+	state State
+	log   *zerolog.Logger
+}
+
+func (c *symCtx) State() State            { return c.state }
+func (c *symCtx) Logger() *zerolog.Logger { return c.log }
+func (c *symCtx) Value(k any) any {
+	if k == (stateKey{}) {
+		return c.state
+	}
+	return c.Context.Value(k)
+}
+
+func newServer(p Plugin, env Env) (*server, error) {
+	s := &server{p: p, env: env, funcs: map[string]*function{}, instances: map[string]*instance{},
+		fatal: make(chan error, 1), heard: make(chan struct{}, 1)}
+	s.log = zerolog.New(os.Stderr).With().Timestamp().Str("plugin", p.Name).Logger()
+	s.man = transport.Manifest{Name: p.Name, Version: p.Version, StateVersion: stateVersion(p.StateVersion),
+		Language: "go", Migrate: p.Migrate != nil, Sources: keys(p.Sources), Sinks: keys(p.Sinks), Functions: keys(p.Functions)}
+	for _, name := range s.man.Functions {
+		f, err := checkFunction(name, p.Functions[name])
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s: %w", p.Name, err)
+		}
+		s.funcs[name] = f
+	}
+	if err := s.man.Validate(); err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", p.Name, err)
+	}
+	return s, nil
+}
+
+func stateVersion(v string) string {
+	if v == "" {
+		return "1"
+	}
+	return v
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *server) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.ctx = ctx
+	ctl, err := transport.Dial(s.env.Control, transport.Options{MaxFrame: s.env.MaxFrame})
+	if err != nil {
+		return fmt.Errorf("connect to the plugvisor host: %w", err)
+	}
+	s.ctl = ctl
+	defer s.closeAll()
+
+	welcome, err := s.handshake(ctx)
+	if err != nil {
+		return err
+	}
+	s.config = welcome.Config
+	s.log = s.log.With().Int("generation", welcome.Generation).Logger()
+
+	go s.readControl()
+	var silent <-chan time.Time
+	var parent <-chan time.Time
+	if welcome.HeartbeatMS > 0 {
+		t := time.NewTicker(time.Duration(welcome.HeartbeatMS) * time.Millisecond)
+		defer t.Stop()
+		silent = t.C
+	}
+	if s.env.WatchParent && s.env.HostPID > 0 {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		parent = t.C
+	}
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-s.fatal:
+			return err
+		case <-ctl.Lost():
+			return errors.New("lost the control channel to the plugvisor host")
+		case <-s.heard:
+			missed = 0
+		case <-silent:
+			// The host pings every interval; three silent ones mean it is gone
+			// or wedged, and a plugin must not outlive its host.
+			if missed++; missed > 3 {
+				return errors.New("the plugvisor host stopped sending heartbeats")
+			}
+		case <-parent:
+			if os.Getppid() != s.env.HostPID {
+				return fmt.Errorf("the plugvisor host (pid %d) is gone", s.env.HostPID)
+			}
+		}
+	}
+}
+
+func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, error) {
+	hello := transport.HelloMsg{Protocol: transport.Version, Token: s.env.Token, PID: os.Getpid(), Manifest: s.man}
+	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := s.ctl.Send(ctx, transport.Frame{Type: transport.Hello, Payload: transport.JSON(hello)}); err != nil {
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	type reply struct {
+		f   transport.Frame
+		err error
+	}
+	ch := make(chan reply, 1)
+	go func() {
+		var r reply
+		r.err = s.ctl.Recv(func(f transport.Frame) error {
+			if r.f.Type == 0 {
+				r.f = f
+			}
+			return nil
+		})
+		ch <- r
+	}()
+	select {
+	case <-ctx.Done():
+		s.ctl.Close()
+		return nil, fmt.Errorf("handshake: no answer from the host within %s", handshakeTimeout)
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("handshake: %w", r.err)
+		}
+		switch r.f.Type {
+		case transport.Welcome:
+			var w transport.WelcomeMsg
+			if err := transport.Decode(r.f, &w); err != nil {
+				return nil, err
+			}
+			return &w, nil
+		case transport.Refuse:
+			return nil, fmt.Errorf("the host refused this plugin: %s", transport.ErrorText(r.f))
+		default:
+			return nil, fmt.Errorf("handshake: expected welcome, got %s", r.f.Type)
+		}
+	}
+}
+
+func (s *server) fail(err error) {
+	select {
+	case s.fatal <- err:
+	default:
+	}
+}
+
+func (s *server) closeAll() {
+	s.mu.Lock()
+	conns := s.conns
+	for _, in := range s.instances {
+		if in.cancel != nil {
+			in.cancel()
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	s.ctl.Close()
+}
+
+func (s *server) readControl() {
+	for {
+		err := s.ctl.Recv(func(f transport.Frame) error {
+			select {
+			case s.heard <- struct{}{}:
+			default:
+			}
+			switch f.Type {
+			case transport.Ping:
+				return s.reply(transport.Frame{Type: transport.Pong, ID: f.ID})
+			case transport.Shutdown:
+				s.fail(nil)
+				return nil
+			case transport.Open, transport.Stop, transport.Snapshot, transport.Restore:
+				// Requests may block (a Stop waits for a source to end), so each
+				// runs on its own; the host sequences the ones that must be ordered.
+				f.Payload = append([]byte(nil), f.Payload...)
+				go s.request(f)
+				return nil
+			default:
+				return fmt.Errorf("%w: unexpected %s frame on the control channel", transport.ErrMalformed, f.Type)
+			}
+		})
+		if err != nil {
+			if errors.Is(err, transport.ErrClosed) {
+				return
+			}
+			s.fail(fmt.Errorf("control channel: %w", err))
+			return
+		}
+	}
+}
+
+func (s *server) reply(f transport.Frame) error {
+	return s.ctl.Send(s.ctx, f)
+}
+
+func (s *server) request(f transport.Frame) {
+	var payload []byte
+	var err error
+	switch f.Type {
+	case transport.Open:
+		err = s.open(f)
+	case transport.Stop:
+		err = s.stop(f)
+	case transport.Snapshot:
+		payload, err = s.snapshot(f.ID)
+	case transport.Restore:
+		err = s.restore(f.Payload)
+	}
+	r := transport.Frame{Type: transport.OK, ID: f.ID}
+	if err != nil {
+		r = transport.Frame{Type: transport.Error, ID: f.ID, Payload: transport.JSON(transport.ErrorMsg{Error: err.Error()})}
+	} else if f.Type == transport.Snapshot {
+		r = transport.Frame{Type: transport.State, ID: f.ID, Payload: payload}
+	}
+	if err := s.reply(r); err != nil && !errors.Is(err, transport.ErrClosed) {
+		s.fail(fmt.Errorf("reply to %s: %w", f.Type, err))
+	}
+}
+
+func (s *server) dial(addr string) (*transport.Conn, error) {
+	c, err := transport.Dial(addr, transport.Options{MaxFrame: s.env.MaxFrame})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+	go func() {
+		// The host closes its side when it is done with an instance.
+		select {
+		case <-c.Lost():
+			c.Close()
+		case <-c.Done():
+		}
+	}()
+	return c, nil
+}
+
+func (s *server) symLogger(kind, symbol string) *zerolog.Logger {
+	l := s.log.With().Str(kind, symbol).Logger()
+	return &l
+}
+
+func (s *server) open(f transport.Frame) error {
+	var m transport.OpenMsg
+	if err := transport.Decode(f, &m); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	_, dup := s.instances[m.Instance]
+	s.mu.Unlock()
+	if dup {
+		return fmt.Errorf("instance %q is already open", m.Instance)
+	}
+	in := &instance{id: m.Instance, kind: m.Kind, symbol: m.Symbol, done: make(chan struct{})}
+	ictx, cancel := context.WithCancel(s.ctx)
+	in.cancel = cancel
+	switch m.Kind {
+	case transport.KindFunctions:
+	case transport.KindSource:
+		mk, ok := s.p.Sources[m.Symbol]
+		if !ok {
+			cancel()
+			return fmt.Errorf("no source %q in plugin %s", m.Symbol, s.p.Name)
+		}
+		in.src = mk()
+		in.scope = s.state.get(m.Instance)
+		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger("source", m.Symbol)}
+		if err := in.src.Configure(s.config); err != nil {
+			cancel()
+			return fmt.Errorf("source %s: configure: %w", m.Symbol, err)
+		}
+	case transport.KindSink:
+		mk, ok := s.p.Sinks[m.Symbol]
+		if !ok {
+			cancel()
+			return fmt.Errorf("no sink %q in plugin %s", m.Symbol, s.p.Name)
+		}
+		in.snk = mk()
+		in.scope = s.state.get(m.Instance)
+		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger("sink", m.Symbol)}
+		if err := in.snk.Configure(s.config); err != nil {
+			cancel()
+			return fmt.Errorf("sink %s: configure: %w", m.Symbol, err)
+		}
+		if err := in.snk.Open(in.sctx); err != nil {
+			cancel()
+			return fmt.Errorf("sink %s: open: %w", m.Symbol, err)
+		}
+	default:
+		cancel()
+		return fmt.Errorf("unknown instance kind %q", m.Kind)
+	}
+	c, err := s.dial(m.Address)
+	if err != nil {
+		cancel()
+		return err
+	}
+	in.conn = c
+	s.mu.Lock()
+	s.instances[m.Instance] = in
+	s.mu.Unlock()
+	switch m.Kind {
+	case transport.KindFunctions:
+		close(in.done)
+		go s.serveCalls(c)
+	case transport.KindSource:
+		go s.runSource(in)
+	case transport.KindSink:
+		close(in.done)
+		go s.runSink(in)
+	}
+	return nil
+}
+
+func (s *server) runSource(in *instance) {
+	defer close(in.done)
+	emit := func(item any) error {
+		b, err := encodeItem(item)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", in.symbol, err)
+		}
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.seq++
+		// Sent even after ctx ended: everything emitted before Open returns
+		// reaches the host ahead of the end-of-stream marker.
+		return in.conn.Send(s.ctx, transport.Frame{Type: transport.Data, ID: in.seq, Payload: b})
+	}
+	err := in.src.Open(in.sctx, emit)
+	eos := transport.Frame{Type: transport.EOS}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		eos.Payload = transport.JSON(transport.ErrorMsg{Error: err.Error()})
+		in.sctx.log.Error().Err(err).Msg("source ended with an error")
+	}
+	in.mu.Lock()
+	in.stopped = true
+	eos.ID = in.seq
+	in.mu.Unlock()
+	if err := in.conn.Send(s.ctx, eos); err != nil && !errors.Is(err, transport.ErrClosed) {
+		s.fail(fmt.Errorf("source %s: end of stream: %w", in.symbol, err))
+	}
+}
+
+func encodeItem(item any) ([]byte, error) {
+	switch v := item.(type) {
+	case []byte:
+		return v, nil
+	case json.RawMessage:
+		return v, nil
+	}
+	b, err := json.Marshal(item)
+	if err != nil {
+		return nil, fmt.Errorf("item of type %T cannot be JSON-encoded: %w", item, err)
+	}
+	return b, nil
+}
+
+func (s *server) runSink(in *instance) {
+	for {
+		var last uint64
+		err := in.conn.Recv(func(f transport.Frame) error {
+			switch f.Type {
+			case transport.Data:
+				in.mu.Lock()
+				defer in.mu.Unlock()
+				if in.stopped {
+					return fmt.Errorf("%w: data for sink %s after it was stopped", transport.ErrMalformed, in.symbol)
+				}
+				if err := in.snk.Collect(in.sctx, json.RawMessage(f.Payload)); err != nil {
+					in.sctx.log.Error().Err(err).Uint64("seq", f.ID).Msg("collect failed")
+				}
+				last = f.ID
+			case transport.Barrier:
+				last = 0
+				return in.conn.Send(s.ctx, transport.Frame{Type: transport.Ack, ID: f.ID})
+			default:
+				return fmt.Errorf("%w: unexpected %s frame on sink %s", transport.ErrMalformed, f.Type, in.symbol)
+			}
+			return nil
+		})
+		if err == nil && last > 0 {
+			err = in.conn.Send(s.ctx, transport.Frame{Type: transport.Ack, ID: last})
+		}
+		if err != nil {
+			if !errors.Is(err, transport.ErrClosed) {
+				s.fail(fmt.Errorf("sink %s: %w", in.symbol, err))
+			}
+			return
+		}
+	}
+}
+
+func (s *server) serveCalls(c *transport.Conn) {
+	for {
+		err := c.Recv(func(f transport.Frame) error {
+			if f.Type != transport.Call {
+				return fmt.Errorf("%w: unexpected %s frame on the call channel", transport.ErrMalformed, f.Type)
+			}
+			name, input, err := transport.ParseCall(f.Payload)
+			if err != nil {
+				return err
+			}
+			fn, ok := s.funcs[name]
+			if !ok {
+				return c.Send(s.ctx, failFrame(f.ID, fmt.Errorf("no function %q in plugin %s (it has: %s)", name, s.p.Name, strings.Join(s.man.Functions, ", ")), false))
+			}
+			go s.call(c, fn, f.ID, input)
+			return nil
+		})
+		if err != nil {
+			if !errors.Is(err, transport.ErrClosed) {
+				s.fail(fmt.Errorf("call channel: %w", err))
+			}
+			return
+		}
+	}
+}
+
+func failFrame(id uint64, err error, panicked bool) transport.Frame {
+	return transport.Frame{Type: transport.Fail, ID: id, Payload: transport.JSON(transport.ErrorMsg{Error: err.Error(), Panic: panicked})}
+}
+
+func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) {
+	sc := s.state.get("function/" + fn.name)
+	ctx := &symCtx{Context: s.ctx, state: sc, log: s.symLogger("function", fn.name)}
+	out, err, panicked := protect(func() ([]byte, error) { return fn.call(ctx, input) })
+	f := transport.Frame{Type: transport.Result, ID: id, Payload: out}
+	if err != nil {
+		f = failFrame(id, err, panicked)
+	}
+	if err := c.Send(s.ctx, f); err != nil && !errors.Is(err, transport.ErrClosed) {
+		s.fail(fmt.Errorf("function %s: %w", fn.name, err))
+	}
+	if panicked {
+		// A panic may have left state half-written: end this process so the
+		// host restarts it from the last checkpoint.
+		fmt.Fprintln(os.Stderr, err)
+		s.fail(err)
+	}
+}
+
+// protect runs f, turning a panic into an error that names it.
+func protect(f func() ([]byte, error)) (out []byte, err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			stack := strings.Split(string(debug.Stack()), "\n")
+			if len(stack) > 12 {
+				stack = stack[:12]
+			}
+			err, panicked = fmt.Errorf("panic: %v\n%s", r, strings.Join(stack, "\n")), true
+		}
+	}()
+	out, err = f()
+	return out, err, false
+}
+
+func (s *server) stop(f transport.Frame) error {
+	var m transport.StopMsg
+	if err := transport.Decode(f, &m); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	in, ok := s.instances[m.Instance]
+	delete(s.instances, m.Instance)
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no open instance %q", m.Instance)
+	}
+	in.cancel()
+	<-in.done
+	switch in.kind {
+	case transport.KindSource:
+		return in.src.Close(&symCtx{Context: s.ctx, state: in.scope, log: in.sctx.log})
+	case transport.KindSink:
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.stopped = true
+		return in.snk.Close(&symCtx{Context: s.ctx, state: in.scope, log: in.sctx.log})
+	}
+	return nil
+}
+
+// snapshot encodes every scope. A running source gets a Checkpoint marker
+// in its stream at the point its state was copied, so the host can tell
+// which items the checkpoint already accounts for.
+func (s *server) snapshot(id uint64) ([]byte, error) {
+	s.mu.Lock()
+	var running []*instance
+	for _, in := range s.instances {
+		if in.kind == transport.KindSource {
+			running = append(running, in)
+		}
+	}
+	s.mu.Unlock()
+	out := transport.Scopes{}
+	marked := map[string]bool{}
+	for _, in := range running {
+		in.mu.Lock()
+		if !in.stopped {
+			out[in.id] = in.scope.copy()
+			marked[in.id] = true
+			err := in.conn.Send(s.ctx, transport.Frame{Type: transport.Checkpoint, ID: id})
+			in.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		in.mu.Unlock()
+	}
+	s.state.mu.Lock()
+	all := make(map[string]*scope, len(s.state.scopes))
+	for k, v := range s.state.scopes {
+		all[k] = v
+	}
+	s.state.mu.Unlock()
+	for name, sc := range all {
+		if !marked[name] {
+			out[name] = sc.copy()
+		}
+	}
+	return transport.AppendState(nil, out), nil
+}
+
+func (s *server) restore(p []byte) error {
+	meta, scopes, err := transport.ParseRestore(p)
+	if err != nil {
+		return err
+	}
+	from := stateVersion(meta.FromStateVersion)
+	migrate := s.p.Migrate != nil && meta.FromVersion != "" && meta.FromVersion != s.p.Version
+	if from != s.man.StateVersion && s.p.Migrate == nil {
+		return fmt.Errorf("state version %s cannot read state version %s and plugin %s has no Migrate hook", s.man.StateVersion, from, s.p.Name)
+	}
+	for name, kv := range scopes {
+		if migrate || from != s.man.StateVersion {
+			kv, err = s.p.Migrate(meta.FromVersion, kv)
+			if err != nil {
+				return fmt.Errorf("migrate %s from version %s: %w", name, meta.FromVersion, err)
+			}
+		}
+		sc := s.state.get(name)
+		sc.mu.Lock()
+		sc.kv = kv
+		if sc.kv == nil {
+			sc.kv = map[string][]byte{}
+		}
+		sc.mu.Unlock()
+	}
+	return nil
+}
