@@ -243,9 +243,13 @@ func lock(ctx context.Context, key string) (func(), error) {
 // folders, and a backup that never got removed (restored if the swap was
 // cut between its two renames).
 func recoverStale(dir, plugin string) {
-	stale, _ := filepath.Glob(filepath.Join(dir, "."+plugin+".tmp-*"))
+	prefix := filepath.Join(dir, "."+plugin+".tmp-")
+	stale, _ := filepath.Glob(prefix + "*")
 	for _, s := range stale {
-		os.RemoveAll(s)
+		// Only our own random digits: ".geo.tmp-1.tmp-42" is plugin "geo.tmp-1"'s.
+		if strings.Trim(strings.TrimPrefix(s, prefix), "0123456789") == "" {
+			os.RemoveAll(s)
+		}
 	}
 	target := filepath.Join(dir, plugin)
 	old := filepath.Join(dir, "."+plugin+".old")

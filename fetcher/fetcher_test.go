@@ -510,3 +510,47 @@ func TestFetchConcurrentSamePlugin(t *testing.T) {
 	}
 	assertPrevious(t, dir, want, "v1")
 }
+
+func TestFetchCancelledMidDownload(t *testing.T) {
+	gitEnv(t)
+	started := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done() // a stalled server: only the client's ctx ends this
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	go func() {
+		<-started
+		cancel()
+	}()
+	dir := t.TempDir()
+	_, err := Fetch(ctx, "geo", srv.URL+"/geo.zip", Options{Dir: dir})
+	cancel()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("cancelled fetch left %v behind", entries)
+	}
+}
+
+func TestRecoverStaleKeepsOtherPluginsStaging(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{".geo.tmp-123", ".geo.tmp-1.tmp-456", ".geo.old"} {
+		if err := os.Mkdir(filepath.Join(dir, n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recoverStale(dir, "geo")
+	// geo was missing, so its backup is restored; the other plugin's staging stays.
+	for n, want := range map[string]bool{".geo.tmp-123": false, ".geo.tmp-1.tmp-456": true, ".geo.old": false, "geo": true} {
+		_, err := os.Stat(filepath.Join(dir, n))
+		if (err == nil) != want {
+			t.Errorf("%s present = %v, want %v", n, err == nil, want)
+		}
+	}
+}
