@@ -245,7 +245,11 @@ func (p *parser) duration(path []string, v any, dst *Duration, allowZero bool) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		p.errorf(path, "%q is not a duration — write it like \"100ms\", \"2s\" or \"1m30s\"", s)
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			p.errorf(path, "%q has no unit — write it like \"%sms\" or \"%ss\"", s, s, s)
+		} else {
+			p.errorf(path, "%q is not a duration — write it like \"100ms\", \"2s\" or \"1m30s\"", s)
+		}
 		return
 	}
 	if d < 0 || d == 0 && !allowZero {
