@@ -589,3 +589,16 @@ y = 3
 		}
 	}
 }
+
+// FuzzLocateKeys checks the line scanner never panics or hangs, whatever it is fed.
+func FuzzLocateKeys(f *testing.F) {
+	f.Add("[a]\nb = \"\"\"x\n\"\"\"\n[[c]]\nd = [1, {e = 'f'}]\n")
+	f.Add("x = 1979-05-27 07:32:00Z\n'k'.\"j\" = [\n]\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		for k, l := range locateKeys(src) {
+			if l < 1 || l > strings.Count(src, "\n")+1 {
+				t.Fatalf("key %q at line %d of a %d-line input", k, l, strings.Count(src, "\n")+1)
+			}
+		}
+	})
+}
