@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -335,6 +336,64 @@ func TestCancelKillsBuild(t *testing.T) {
 	}
 	if bs, _ := Builds(bin, "counter"); len(bs) != 0 {
 		t.Fatalf("cancelled build left builds %v", bs)
+	}
+}
+
+// A go command that starts a grandchild and then hangs: cancelling must
+// kill the whole process group, not just the go process.
+func TestCancelKillsProcessGroup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "ready")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no fifo:", err)
+	}
+	fakeGo := filepath.Join(dir, "go")
+	script := "#!/bin/sh\n[ \"$1\" = build ] || exit 3\nsleep 300 &\necho \"$!\" > \"$PV_FIFO\"\nwait\n"
+	if err := os.WriteFile(fakeGo, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// O_RDWR: the open does not wait for a writer and reads block (with a
+	// deadline) until the script writes.
+	ready, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ready.Close()
+
+	pkg, bin := newModule(t, "")
+	marker := "PV_FIFO=" + fifo
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Build(ctx, "counter", pkg, Options{BinDir: bin, Go: fakeGo, Env: map[string]string{"PV_FIFO": fifo}})
+		done <- err
+	}()
+	if err := ready.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := ready.Read(buf); err != nil {
+		t.Fatalf("fake go never started its child: %v", err)
+	}
+	if len(liveProcsWithEnv(t, marker)) < 2 {
+		t.Fatal("expected the fake go and its child to be running")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Build = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Build did not return after cancel")
+	}
+	if left := liveProcsWithEnv(t, marker); len(left) > 0 {
+		t.Fatalf("processes left after cancel:\n%s", strings.Join(left, "\n"))
+	}
+	if tmp := tempFiles(t, filepath.Join(bin, "counter")); len(tmp) > 0 {
+		t.Fatalf("temp files left: %v", tmp)
 	}
 }
 
