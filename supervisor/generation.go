@@ -1,0 +1,564 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plugvisor/plugvisor/sdk"
+	"github.com/plugvisor/plugvisor/transport"
+)
+
+// Spec says how to start a plugin's process; the driver layer (build,
+// fetch) produces one, the supervisor runs it.
+type Spec struct {
+	Kind    string            // builtin, binary, source, remote, command
+	Driver  string            // as configured, for the status
+	Path    string            // executable to start; empty when InProc is set
+	Args    []string          // arguments after the executable
+	Dir     string            // working directory ("" = the host's)
+	Env     map[string]string // extra environment for the process
+	Config  map[string]any    // handed to every symbol's Configure
+	Build   string            // build id or checksum, for the status
+	InProc  *sdk.Plugin       // run inside the host over inproc:// (builtins in inproc mode)
+	Started func()            // called once the generation serves (the compiler re-points bin/<p>/current)
+}
+
+// generation is one process of a plugin.
+type generation struct {
+	p       *Plugin
+	num     int
+	spec    Spec
+	man     transport.Manifest
+	ctl     *transport.Conn
+	calls   *transport.Conn
+	proc    *process
+	started time.Time
+
+	inprocCancel context.CancelFunc
+	inprocDone   chan struct{}
+
+	dead      chan struct{} // closed once the process is gone (reaped)
+	deathMu   sync.Mutex
+	deathErr  error
+	forced    atomic.Bool // killed by a forced swap: unanswered calls go to the next generation
+	lastHeard atomic.Int64
+
+	reqSeq atomic.Uint64
+	reqMu  sync.Mutex
+	reqs   map[uint64]chan transport.Frame
+
+	callSeq atomic.Uint64
+	callMu  sync.Mutex
+	pending map[uint64]chan transport.Frame
+
+	actMu  sync.Mutex
+	active int           // calls in flight through handles
+	idle   chan struct{} // closed when active drops to 0, if someone waits
+
+	connMu  sync.Mutex
+	conns   []*transport.Conn
+	sockets []string
+	nextCh  int
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// address returns a fresh channel address of this generation.
+func (g *generation) address(ch string) (string, error) {
+	g.connMu.Lock()
+	g.nextCh++
+	n := g.nextCh
+	g.connMu.Unlock()
+	name := fmt.Sprintf("%s.%d.%s%d", g.p.short, g.num, ch, n)
+	if g.spec.InProc != nil {
+		return "inproc://" + g.p.sup.sockDir + "/" + name, nil
+	}
+	path := filepath.Join(g.p.sup.sockDir, name)
+	if len(path) > 100 {
+		return "", fmt.Errorf("socket path %s is %d bytes, over the ~100-byte Unix limit: set a shorter state_dir or TMPDIR", path, len(path))
+	}
+	g.connMu.Lock()
+	g.sockets = append(g.sockets, path)
+	g.connMu.Unlock()
+	return "ipc://" + path, nil
+}
+
+// listen opens a host-side channel of this generation.
+func (g *generation) listen(ch string) (*transport.Conn, error) {
+	addr, err := g.address(ch)
+	if err != nil {
+		return nil, err
+	}
+	c, err := transport.Listen(addr, transport.Options{MaxFrame: g.p.sup.opts.MaxFrame})
+	if err != nil {
+		return nil, err
+	}
+	g.connMu.Lock()
+	g.conns = append(g.conns, c)
+	g.connMu.Unlock()
+	return c, nil
+}
+
+// start launches generation num of p and completes the handshake and the
+// call channel. On error nothing of it is left running.
+func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*generation, error) {
+	g := &generation{p: p, num: num, spec: spec, dead: make(chan struct{}),
+		reqs: map[uint64]chan transport.Frame{}, pending: map[uint64]chan transport.Frame{}}
+	g.lastHeard.Store(time.Now().UnixNano())
+	ctl, err := g.listen("c")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStartFailed, p.name, err)
+	}
+	g.ctl = ctl
+	token := newToken()
+	if err := g.launch(token); err != nil {
+		g.closeConns()
+		return nil, fmt.Errorf("%w: %s: %w", ErrStartFailed, p.name, err)
+	}
+	hs := make(chan error, 1)
+	go g.readControl(token, hs)
+
+	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.StartTimeout)
+	defer cancel()
+	fail := func(err error) (*generation, error) {
+		g.kill(err)
+		g.retire(0)
+		return nil, fmt.Errorf("%w: %s: %w", ErrStartFailed, p.name, g.reason())
+	}
+	select {
+	case err := <-hs:
+		if err != nil {
+			return fail(err)
+		}
+	case <-g.dead:
+		return fail(errors.New("exited before the handshake"))
+	case <-ctx.Done():
+		return fail(fmt.Errorf("no handshake within %s (start_timeout)", p.sup.opts.StartTimeout))
+	}
+	if g.proc != nil {
+		p.logf(num, "started pid %d: %s %s", g.proc.pid, g.man.Name, g.man.Version)
+	}
+	calls, err := g.listen("f")
+	if err != nil {
+		return fail(err)
+	}
+	g.calls = calls
+	go g.readCalls()
+	if err := g.open(ctx, transport.OpenMsg{Instance: "functions", Kind: transport.KindFunctions, Address: calls.Addr()}); err != nil {
+		return fail(fmt.Errorf("open the call channel: %w", err))
+	}
+	g.started = time.Now()
+	go g.heartbeat()
+	return g, nil
+}
+
+// launch starts the process (or the in-process builtin) and its reaper.
+func (g *generation) launch(token string) error {
+	p := g.p
+	if g.spec.InProc != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.inprocCancel = cancel
+		g.inprocDone = make(chan struct{})
+		env := sdk.Env{Control: g.ctl.Addr(), Token: token, MaxFrame: p.sup.opts.MaxFrame}
+		plug := *g.spec.InProc
+		go func() {
+			defer close(g.inprocDone)
+			err := sdk.ServeEnv(ctx, plug, env)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				g.kill(fmt.Errorf("%w: in-process plugin ended: %w", ErrCrashed, err))
+			}
+		}()
+		go func() {
+			<-g.inprocDone
+			g.kill(fmt.Errorf("%w: in-process plugin ended", ErrCrashed))
+			close(g.dead)
+		}()
+		return nil
+	}
+	env := g.environ(token)
+	proc, err := startProcess(g.spec.Path, g.spec.Args, env, g.spec.Dir, func(stream, line string) {
+		p.output(g.num, stream, line)
+	})
+	if err != nil {
+		return err
+	}
+	g.proc = proc
+	go func() {
+		<-proc.exited
+		g.kill(fmt.Errorf("%w: %s", ErrCrashed, proc.describe()))
+		close(g.dead)
+	}()
+	return nil
+}
+
+// environ decides the child's environment explicitly: the host's, minus
+// anything of ours, then the user's, then ours last so nothing overrides
+// the token or addresses (go-plugin #162).
+func (g *generation) environ(token string) []string {
+	p := g.p
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PLUGVISOR_") {
+			env = append(env, kv)
+		}
+	}
+	keys := make([]string, 0, len(g.spec.Env))
+	for k := range g.spec.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+g.spec.Env[k])
+	}
+	return append(env,
+		transport.EnvControl+"="+g.ctl.Addr(),
+		transport.EnvToken+"="+token,
+		transport.EnvProtocol+"="+strconv.Itoa(transport.Version),
+		transport.EnvPlugin+"="+p.name,
+		transport.EnvGeneration+"="+strconv.Itoa(g.num),
+		transport.EnvHostPID+"="+strconv.Itoa(os.Getpid()),
+		transport.EnvMaxFrame+"="+strconv.Itoa(p.sup.opts.MaxFrame),
+	)
+}
+
+// kill records why the generation ends (the first reason wins) and makes
+// sure it does.
+func (g *generation) kill(reason error) {
+	g.deathMu.Lock()
+	if g.deathErr == nil {
+		g.deathErr = reason
+	}
+	g.deathMu.Unlock()
+	if g.proc != nil {
+		g.proc.signal(9)
+	}
+	if g.inprocCancel != nil {
+		g.inprocCancel()
+	}
+}
+
+func (g *generation) reason() error {
+	g.deathMu.Lock()
+	defer g.deathMu.Unlock()
+	if g.deathErr == nil {
+		return errors.New("running")
+	}
+	return g.deathErr
+}
+
+func (g *generation) isDead() bool {
+	select {
+	case <-g.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// readControl does the handshake, then routes replies to their requests.
+func (g *generation) readControl(token string, hs chan<- error) {
+	p := g.p
+	handshaken := false
+	for {
+		m, err := g.ctl.RecvMsg()
+		if err != nil {
+			if !errors.Is(err, transport.ErrClosed) {
+				g.kill(fmt.Errorf("control channel: %w", err))
+			}
+			if !handshaken {
+				hs <- err
+			}
+			return
+		}
+		if !handshaken {
+			f, err := transport.ParseFrame(m.Body)
+			if err == nil && f.Type != transport.Hello {
+				err = fmt.Errorf("%w: expected hello, got %s", transport.ErrMalformed, f.Type)
+			}
+			var hello transport.HelloMsg
+			if err == nil {
+				err = transport.Decode(f, &hello)
+			}
+			if err == nil && subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
+				// Someone else's process, or a stale one: refuse it and keep
+				// waiting for the child we started.
+				p.logf(g.num, "refused a peer with a wrong token")
+				_ = g.ctl.Send(context.Background(), refuse("wrong token"))
+				g.ctl.Reject(m.Pipe)
+				continue
+			}
+			if err == nil && hello.Protocol != transport.Version {
+				err = fmt.Errorf("speaks protocol %d, this host speaks %d", hello.Protocol, transport.Version)
+			}
+			if err == nil {
+				err = hello.Manifest.Validate()
+			}
+			if err != nil {
+				_ = g.ctl.Send(context.Background(), refuse(err.Error()))
+				hs <- fmt.Errorf("handshake refused: %w", err)
+				return
+			}
+			g.man = hello.Manifest
+			welcome := transport.WelcomeMsg{Plugin: p.name, Generation: g.num, Config: g.spec.Config,
+				HeartbeatMS: p.sup.opts.HeartbeatInterval.Milliseconds()}
+			if err := g.ctl.Send(context.Background(), transport.Frame{Type: transport.Welcome, Payload: transport.JSON(welcome)}); err != nil {
+				hs <- err
+				return
+			}
+			handshaken = true
+			hs <- nil
+			continue
+		}
+		err = transport.ParseMessage(m.Body, func(f transport.Frame) error {
+			g.lastHeard.Store(time.Now().UnixNano())
+			switch f.Type {
+			case transport.OK, transport.Error, transport.State:
+				g.reqMu.Lock()
+				ch := g.reqs[f.ID]
+				delete(g.reqs, f.ID)
+				g.reqMu.Unlock()
+				if ch != nil {
+					ch <- f
+				}
+			case transport.Pong:
+			default:
+				return fmt.Errorf("%w: unexpected %s frame on the control channel", transport.ErrMalformed, f.Type)
+			}
+			return nil
+		})
+		if err != nil {
+			g.kill(fmt.Errorf("%w: plugin sent a bad frame: %w", ErrCrashed, err))
+			return
+		}
+	}
+}
+
+func refuse(msg string) transport.Frame {
+	return transport.Frame{Type: transport.Refuse, Payload: transport.JSON(transport.ErrorMsg{Error: msg})}
+}
+
+// request sends a control request and waits for its reply.
+func (g *generation) request(ctx context.Context, t transport.Type, payload []byte) (transport.Frame, error) {
+	id := g.reqSeq.Add(1)
+	ch := make(chan transport.Frame, 1)
+	g.reqMu.Lock()
+	g.reqs[id] = ch
+	g.reqMu.Unlock()
+	defer func() {
+		g.reqMu.Lock()
+		delete(g.reqs, id)
+		g.reqMu.Unlock()
+	}()
+	if err := g.ctl.Send(ctx, transport.Frame{Type: t, ID: id, Payload: payload}); err != nil {
+		return transport.Frame{}, err
+	}
+	select {
+	case f := <-ch:
+		if f.Type == transport.Error {
+			return f, errors.New(transport.ErrorText(f))
+		}
+		return f, nil
+	case <-g.dead:
+		return transport.Frame{}, g.reason()
+	case <-ctx.Done():
+		return transport.Frame{}, fmt.Errorf("%s: no answer: %w", t, ctx.Err())
+	}
+}
+
+func (g *generation) open(ctx context.Context, m transport.OpenMsg) error {
+	_, err := g.request(ctx, transport.Open, transport.JSON(m))
+	return err
+}
+
+func (g *generation) heartbeat() {
+	iv := g.p.sup.opts.HeartbeatInterval
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.dead:
+			return
+		case <-t.C:
+			silent := time.Since(time.Unix(0, g.lastHeard.Load()))
+			if silent > g.p.sup.opts.HeartbeatTimeout {
+				g.kill(fmt.Errorf("%w: no answer to heartbeats for %s (heartbeat_timeout)", ErrCrashed, silent.Round(time.Millisecond)))
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), iv)
+			_ = g.ctl.Send(ctx, transport.Frame{Type: transport.Ping, ID: uint64(time.Now().UnixNano())})
+			cancel()
+		}
+	}
+}
+
+// readCalls routes call results to their callers.
+func (g *generation) readCalls() {
+	for {
+		err := g.calls.Recv(func(f transport.Frame) error {
+			switch f.Type {
+			case transport.Result, transport.Fail:
+				g.callMu.Lock()
+				ch := g.pending[f.ID]
+				delete(g.pending, f.ID)
+				g.callMu.Unlock()
+				if ch != nil {
+					ch <- f
+				}
+				return nil
+			}
+			return fmt.Errorf("%w: unexpected %s frame on the call channel", transport.ErrMalformed, f.Type)
+		})
+		if err != nil {
+			if !errors.Is(err, transport.ErrClosed) {
+				g.kill(fmt.Errorf("%w: call channel: %w", ErrCrashed, err))
+			}
+			return
+		}
+	}
+}
+
+// errRetry tells Call that a forced swap killed the generation before it
+// answered: the call goes to the next generation.
+var errRetry = errors.New("retry on the next generation")
+
+func (g *generation) call(ctx context.Context, fn string, input []byte) ([]byte, error) {
+	id := g.callSeq.Add(1)
+	ch := make(chan transport.Frame, 1)
+	g.callMu.Lock()
+	g.pending[id] = ch
+	g.callMu.Unlock()
+	forget := func() {
+		g.callMu.Lock()
+		delete(g.pending, id)
+		g.callMu.Unlock()
+	}
+	payload := transport.CallPayload(make([]byte, 0, 2+len(fn)+len(input)), fn, input)
+	if err := g.calls.Send(ctx, transport.Frame{Type: transport.Call, ID: id, Payload: payload}); err != nil {
+		forget()
+		if errors.Is(err, transport.ErrClosed) {
+			return nil, g.deadErr(fn)
+		}
+		return nil, err
+	}
+	select {
+	case f := <-ch:
+		if f.Type == transport.Fail {
+			var m transport.ErrorMsg
+			_ = transport.Decode(f, &m)
+			return nil, &CallError{Plugin: g.p.name, Function: fn, Msg: m.Error, Panic: m.Panic}
+		}
+		return f.Payload, nil
+	case <-g.dead:
+		forget()
+		return nil, g.deadErr(fn)
+	case <-ctx.Done():
+		forget()
+		return nil, fmt.Errorf("call %s.%s: %w", g.p.name, fn, ctx.Err())
+	}
+}
+
+func (g *generation) deadErr(fn string) error {
+	if g.forced.Load() {
+		return errRetry
+	}
+	return fmt.Errorf("call %s.%s: %w", g.p.name, fn, g.reason())
+}
+
+// enter counts a call in flight; leave ends it.
+func (g *generation) enter() {
+	g.actMu.Lock()
+	g.active++
+	g.actMu.Unlock()
+}
+
+func (g *generation) leave() {
+	g.actMu.Lock()
+	g.active--
+	if g.active == 0 && g.idle != nil {
+		close(g.idle)
+		g.idle = nil
+	}
+	g.actMu.Unlock()
+}
+
+// waitIdle waits until no call is in flight.
+func (g *generation) waitIdle(ctx context.Context) (int, error) {
+	g.actMu.Lock()
+	n := g.active
+	if n == 0 {
+		g.actMu.Unlock()
+		return 0, nil
+	}
+	if g.idle == nil {
+		g.idle = make(chan struct{})
+	}
+	ch := g.idle
+	g.actMu.Unlock()
+	select {
+	case <-ch:
+		return n, nil
+	case <-g.dead:
+		return n, g.reason()
+	case <-ctx.Done():
+		return n, fmt.Errorf("%w: %d calls still in flight", ErrDrainTimeout, n)
+	}
+}
+
+// retire ends the generation: shutdown on control, then the grace, SIGTERM
+// and SIGKILL to its group; closes its channels and removes its sockets.
+func (g *generation) retire(grace time.Duration) {
+	if !g.isDead() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_ = g.ctl.Send(ctx, transport.Frame{Type: transport.Shutdown})
+		cancel()
+	}
+	if g.proc != nil {
+		g.proc.stop(grace)
+	} else if g.inprocDone != nil {
+		select {
+		case <-g.inprocDone:
+		case <-time.After(grace):
+		}
+		g.inprocCancel()
+	}
+	<-g.dead
+	g.closeConns()
+}
+
+func (g *generation) closeConns() {
+	g.connMu.Lock()
+	conns, socks := g.conns, g.sockets
+	g.conns, g.sockets = nil, nil
+	g.connMu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	for _, s := range socks {
+		_ = os.Remove(s)
+	}
+}
+
+func (g *generation) pid() int {
+	if g.proc != nil {
+		return g.proc.pid
+	}
+	return 0
+}

@@ -1,0 +1,432 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/plugvisor/plugvisor/transport"
+)
+
+// Call calls function fn of the plugin with JSON input (nil = null) and
+// returns its JSON output. It waits (bounded by ctx) while the plugin is
+// starting, restarting or swapping; calls are never lost by a planned swap.
+// A function's own error is a *CallError; a crash during the call wraps
+// ErrCrashed.
+func (p *Plugin) Call(ctx context.Context, fn string, input []byte) ([]byte, error) {
+	p.noteFunction(fn)
+	for {
+		g, err := p.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !g.man.Has(transport.KindFunction, fn) {
+			g.leave()
+			return nil, fmt.Errorf("%w: plugin %s has no function %q (it has: %v)", ErrUnknownSymbol, p.name, fn, g.man.Functions)
+		}
+		out, err := g.call(ctx, fn, input)
+		g.leave()
+		if errors.Is(err, errRetry) {
+			continue // a forced swap killed it unanswered: at-least-once on the next generation
+		}
+		p.metrics.call(p.name, fn, err)
+		return out, err
+	}
+}
+
+// Item is one item from a source.
+type Item struct {
+	Seq        uint64 // 1, 2, … per subscription, across generations
+	Generation int
+	Data       []byte // JSON
+}
+
+// instance is a source or sink instance the host keeps open across
+// generations; it is opened on every new generation with its state.
+type instance struct {
+	id, kind, symbol string
+	sub              *Subscription
+	sink             *SinkWriter
+	bind             *binding // on the serving generation; nil while none
+}
+
+// binding is an instance opened on one generation.
+type binding struct {
+	g      *generation
+	conn   *transport.Conn
+	done   chan struct{} // reader ended
+	eos    chan struct{} // source: end of stream received
+	items  atomic.Int64  // items read (drain accounting)
+	markMu sync.Mutex
+	mark   uint64
+	markCh chan struct{}
+}
+
+func (b *binding) setMark(id uint64) {
+	b.markMu.Lock()
+	b.mark = id
+	close(b.markCh)
+	b.markCh = make(chan struct{})
+	b.markMu.Unlock()
+}
+
+// waitMark waits until the source's stream passed checkpoint id (or ended).
+func (b *binding) waitMark(ctx context.Context, id uint64) error {
+	for {
+		b.markMu.Lock()
+		m, ch := b.mark, b.markCh
+		b.markMu.Unlock()
+		if m >= id {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-b.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("checkpoint marker: %w", ctx.Err())
+		}
+	}
+}
+
+// Subscription receives a source's items, in order, across swaps.
+type Subscription struct {
+	p    *Plugin
+	inst *instance
+	c    chan Item
+	done chan struct{}
+	once sync.Once
+	seq  uint64 // written by one reader at a time
+}
+
+// C delivers the items. It is never closed while the subscription lives;
+// a slow reader slows the source down (push-back), it loses nothing.
+func (s *Subscription) C() <-chan Item { return s.c }
+
+// Close stops the source instance and ends the subscription.
+func (s *Subscription) Close(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		close(s.done)
+		err = s.p.detach(ctx, s.inst)
+	})
+	return err
+}
+
+// Subscribe opens instance name of source symbol and streams its items.
+// The instance's state is kept across swaps and restarts under the id
+// "source/<symbol>/<name>". buf bounds the items buffered at the host.
+func (p *Plugin) Subscribe(ctx context.Context, symbol, name string, buf int) (*Subscription, error) {
+	if buf <= 0 {
+		buf = 256
+	}
+	inst := &instance{id: "source/" + symbol + "/" + name, kind: transport.KindSource, symbol: symbol}
+	sub := &Subscription{p: p, inst: inst, c: make(chan Item, buf), done: make(chan struct{})}
+	inst.sub = sub
+	if err := p.attach(ctx, inst); err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
+
+// SinkWriter writes items to a sink instance, in order, across swaps.
+// Items are kept at the host until the sink acknowledges them, so a crash
+// redelivers them to the next generation (at-least-once); a planned swap
+// delivers each exactly once.
+type SinkWriter struct {
+	p      *Plugin
+	inst   *instance
+	window int
+
+	mu     sync.Mutex // orders writes and guards the queue and conn
+	queue  []sinkItem // unacknowledged items, in order
+	seq    uint64
+	sent   uint64           // highest seq sent on conn
+	// seqPublished mirrors seq for the ack reader, which must not take mu.
+	seqPublished uint64
+	conn   *transport.Conn  // nil while paused or no generation serves
+	closed bool
+
+	ackMu sync.Mutex // never held while sending: acks must always get through
+	acked uint64
+	ackCh chan struct{}
+}
+
+type sinkItem struct {
+	seq  uint64
+	data []byte
+}
+
+// OpenSink opens instance name of sink symbol. window bounds the items
+// written but not yet acknowledged; Write waits when it is full.
+func (p *Plugin) OpenSink(ctx context.Context, symbol, name string, window int) (*SinkWriter, error) {
+	if window <= 0 {
+		window = 1024
+	}
+	inst := &instance{id: "sink/" + symbol + "/" + name, kind: transport.KindSink, symbol: symbol}
+	w := &SinkWriter{p: p, inst: inst, window: window, ackCh: make(chan struct{})}
+	inst.sink = w
+	if err := p.attach(ctx, inst); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Write queues a JSON item for the sink. It returns once the item is
+// accepted by the host's bounded queue; from then on it is delivered.
+func (w *SinkWriter) Write(ctx context.Context, item []byte) error {
+	for {
+		w.ackMu.Lock()
+		acked, ch := w.acked, w.ackCh
+		w.ackMu.Unlock()
+		w.mu.Lock()
+		if w.closed {
+			w.mu.Unlock()
+			return ErrStopped
+		}
+		w.trim(acked)
+		if len(w.queue) < w.window {
+			break
+		}
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("sink %s.%s: queue full: %w", w.p.name, w.inst.symbol, ctx.Err())
+		}
+	}
+	defer w.mu.Unlock()
+	w.seq++
+	atomic.StoreUint64(&w.seqPublished, w.seq)
+	w.queue = append(w.queue, sinkItem{seq: w.seq, data: item})
+	w.sendPending(ctx)
+	return nil
+}
+
+// trim drops acknowledged items; mu held.
+func (w *SinkWriter) trim(acked uint64) {
+	i := 0
+	for i < len(w.queue) && w.queue[i].seq <= acked {
+		i++
+	}
+	if i > 0 {
+		w.queue = append(w.queue[:0], w.queue[i:]...)
+	}
+}
+
+// sendPending sends queued items not yet sent on the current conn; mu
+// held. An item that cannot be sent now stays queued and goes later, in
+// order.
+func (w *SinkWriter) sendPending(ctx context.Context) {
+	if w.conn == nil {
+		return
+	}
+	for _, it := range w.queue {
+		if it.seq <= w.sent {
+			continue
+		}
+		if err := w.conn.Send(ctx, transport.Frame{Type: transport.Data, ID: it.seq, Payload: it.data}); err != nil {
+			return
+		}
+		w.sent = it.seq
+	}
+}
+
+func (w *SinkWriter) ack(id uint64) {
+	w.ackMu.Lock()
+	if id > w.acked {
+		w.acked = id
+		close(w.ackCh)
+		w.ackCh = make(chan struct{})
+	}
+	w.ackMu.Unlock()
+}
+
+// waitAcked waits until every item up to seq is acknowledged.
+func (w *SinkWriter) waitAcked(ctx context.Context, seq uint64, b *binding) error {
+	for {
+		w.ackMu.Lock()
+		acked, ch := w.acked, w.ackCh
+		w.ackMu.Unlock()
+		if acked >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-b.done:
+			return fmt.Errorf("sink %s.%s: channel lost before the barrier was acknowledged", w.p.name, w.inst.symbol)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: sink %s.%s acknowledged %d of %d items", ErrDrainTimeout, w.p.name, w.inst.symbol, acked, seq)
+		}
+	}
+}
+
+// Flush waits until every item written so far is collected by the sink.
+func (w *SinkWriter) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	seq := w.seq
+	w.mu.Unlock()
+	for {
+		w.ackMu.Lock()
+		acked, ch := w.acked, w.ackCh
+		w.ackMu.Unlock()
+		if acked >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("flush sink %s.%s: %w", w.p.name, w.inst.symbol, ctx.Err())
+		}
+	}
+}
+
+// Close flushes nothing: it stops the sink instance. Call Flush first to
+// wait for delivery.
+func (w *SinkWriter) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	return w.p.detach(ctx, w.inst)
+}
+
+// Pending counts items written but not yet acknowledged.
+func (w *SinkWriter) Pending() int {
+	w.ackMu.Lock()
+	acked := w.acked
+	w.ackMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return int(w.seq - min(acked, w.seq))
+}
+
+// bindInstance opens inst on generation g and starts its reader. A sink's
+// queued items go out at once if send is set, else at resumeSink (a swap
+// releases them only once every instance is open). Loop only.
+func (p *Plugin) bindInstance(ctx context.Context, g *generation, inst *instance, send bool) error {
+	if !g.man.Has(inst.kind, inst.symbol) {
+		return fmt.Errorf("%w: plugin %s (version %s) has no %s %q", ErrUnknownSymbol, p.name, g.man.Version, inst.kind, inst.symbol)
+	}
+	conn, err := g.listen("d")
+	if err != nil {
+		return err
+	}
+	b := &binding{g: g, conn: conn, done: make(chan struct{}), eos: make(chan struct{}), markCh: make(chan struct{})}
+	if err := g.open(ctx, transport.OpenMsg{Instance: inst.id, Kind: inst.kind, Symbol: inst.symbol, Address: conn.Addr()}); err != nil {
+		conn.Close()
+		return fmt.Errorf("open %s %s: %w", inst.kind, inst.symbol, err)
+	}
+	inst.bind = b
+	if inst.kind == transport.KindSource {
+		go p.readSource(inst.sub, b)
+	} else {
+		go p.readSinkAcks(inst.sink, b)
+		if send {
+			inst.sink.resume(ctx, b, true)
+		}
+	}
+	return nil
+}
+
+// resume points the writer at binding b and sends what is queued. With
+// resend (a new generation), anything unacknowledged goes again.
+func (w *SinkWriter) resume(ctx context.Context, b *binding, resend bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if resend {
+		w.ackMu.Lock()
+		w.sent = w.acked
+		w.ackMu.Unlock()
+	}
+	w.conn = b.conn
+	w.sendPending(ctx)
+}
+
+// pause stops sending; Write keeps queueing (bounded).
+func (w *SinkWriter) pause() {
+	w.mu.Lock()
+	w.conn = nil
+	w.mu.Unlock()
+}
+
+func (p *Plugin) readSource(sub *Subscription, b *binding) {
+	defer close(b.done)
+	var last uint64
+	for {
+		err := b.conn.Recv(func(f transport.Frame) error {
+			switch f.Type {
+			case transport.Data:
+				if f.ID != last+1 {
+					return fmt.Errorf("%w: source %s sent item %d after %d", transport.ErrMalformed, sub.inst.symbol, f.ID, last)
+				}
+				last = f.ID
+				sub.seq++
+				b.items.Add(1)
+				select {
+				case sub.c <- Item{Seq: sub.seq, Generation: b.g.num, Data: f.Payload}:
+					p.metrics.item(p.name, sub.inst.symbol, "out")
+				case <-sub.done:
+					return errSubscriptionClosed
+				}
+			case transport.Checkpoint:
+				b.setMark(f.ID)
+			case transport.EOS:
+				if len(f.Payload) > 0 {
+					p.logf(b.g.num, "source %s ended: %s", sub.inst.symbol, transport.ErrorText(f))
+				}
+				close(b.eos)
+				return errEOS
+			default:
+				return fmt.Errorf("%w: unexpected %s frame on source %s", transport.ErrMalformed, f.Type, sub.inst.symbol)
+			}
+			return nil
+		})
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, transport.ErrMalformed) || errors.Is(err, transport.ErrTooLarge) {
+			b.g.kill(fmt.Errorf("%w: plugin sent a bad frame: %w", ErrCrashed, err))
+		}
+		return
+	}
+}
+
+var (
+	errEOS                = errors.New("end of stream")
+	errSubscriptionClosed = errors.New("subscription closed")
+)
+
+func (p *Plugin) readSinkAcks(w *SinkWriter, b *binding) {
+	defer close(b.done)
+	for {
+		err := b.conn.Recv(func(f transport.Frame) error {
+			if f.Type != transport.Ack {
+				return fmt.Errorf("%w: unexpected %s frame on sink %s", transport.ErrMalformed, f.Type, w.inst.symbol)
+			}
+			if f.ID > w.seqSnapshot() {
+				return fmt.Errorf("%w: sink %s acknowledged item %d, never sent", transport.ErrMalformed, w.inst.symbol, f.ID)
+			}
+			w.ack(f.ID)
+			return nil
+		})
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, transport.ErrMalformed) || errors.Is(err, transport.ErrTooLarge) {
+			b.g.kill(fmt.Errorf("%w: plugin sent a bad frame: %w", ErrCrashed, err))
+		}
+		return
+	}
+}
+
+// seqSnapshot reads the last written seq without the write lock (which a
+// blocked sender may hold).
+func (w *SinkWriter) seqSnapshot() uint64 {
+	return atomic.LoadUint64(&w.seqPublished)
+}

@@ -1,0 +1,535 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/plugvisor/plugvisor/transport"
+)
+
+// maxStartFailures is how many starts in a row may fail before a plugin is
+// marked failed and left alone until a reload or a new build.
+const maxStartFailures = 5
+
+// healthyAfter is how long a generation must live for its crash not to
+// count towards the crash loop.
+const healthyAfter = 10 * time.Second
+
+// Plugin is one configured plugin and its live generation. Its methods
+// are safe for concurrent use; handles taken from it (Call, Subscribe,
+// OpenSink) stay valid across swaps and restarts.
+type Plugin struct {
+	sup     *Supervisor
+	name    string
+	short   string
+	logs    *ring
+	log     zerolog.Logger
+	metrics *metrics
+
+	mu         sync.Mutex // guards the fields below; the gate of every handle
+	spec       Spec
+	cur        *generation
+	paused     bool
+	wake       chan struct{} // closed and replaced when cur or paused change
+	stopped    bool
+	state      string
+	activity   string
+	genNum     int
+	restarts   int
+	lastErr    string
+	lastReload *Report
+	man        transport.Manifest // of the last generation that served
+	fns        map[string]bool    // functions called through handles: "in use" for swaps
+	instances  map[string]*instance
+
+	// Owned by the loop goroutine.
+	ck          *checkpoint
+	consecutive int
+	retry       <-chan time.Time
+
+	ops      chan func()
+	quit     chan struct{}
+	loopDone chan struct{}
+}
+
+func newPlugin(s *Supervisor, name string, spec Spec) *Plugin {
+	short := name
+	if len(short) > 16 {
+		short = short[:16]
+	}
+	p := &Plugin{sup: s, name: name, short: short, spec: spec, logs: newRing(s.opts.LogLines),
+		log: s.log.With().Str("plugin", name).Logger(), metrics: s.metrics,
+		wake: make(chan struct{}), state: StateStarting, activity: ActivityIdle,
+		fns: map[string]bool{}, instances: map[string]*instance{},
+		ops: make(chan func()), quit: make(chan struct{}), loopDone: make(chan struct{})}
+	return p
+}
+
+// Name is the plugin's name in the config.
+func (p *Plugin) Name() string { return p.name }
+
+// acquire returns the serving generation with a call counted in flight,
+// waiting while there is none or a swap has paused the handles.
+func (p *Plugin) acquire(ctx context.Context) (*generation, error) {
+	p.mu.Lock()
+	for {
+		if p.stopped {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s", ErrStopped, p.name)
+		}
+		if p.state == StateFailed {
+			err := fmt.Errorf("%w: %s is failed: %s", ErrNotRunning, p.name, p.lastErr)
+			p.mu.Unlock()
+			return nil, err
+		}
+		if g := p.cur; g != nil && !p.paused {
+			g.enter()
+			p.mu.Unlock()
+			return g, nil
+		}
+		w := p.wake
+		p.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for plugin %s (%s): %w", p.name, p.stateNow(), ctx.Err())
+		}
+		p.mu.Lock()
+	}
+}
+
+func (p *Plugin) stateNow() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused {
+		return "swapping"
+	}
+	return p.state
+}
+
+// wakeLocked tells waiting handles to look again; mu held.
+func (p *Plugin) wakeLocked() {
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
+
+func (p *Plugin) setState(state string) {
+	p.mu.Lock()
+	p.state = state
+	p.wakeLocked()
+	p.mu.Unlock()
+	p.metrics.setState(p.name, state)
+}
+
+func (p *Plugin) setActivity(a string) {
+	p.mu.Lock()
+	p.activity = a
+	p.mu.Unlock()
+}
+
+// SetActivity lets the driver layer show fetching or building.
+func (p *Plugin) SetActivity(a string) { p.setActivity(a) }
+
+// SetError records the latest build, fetch or swap error for the status;
+// "" clears it.
+func (p *Plugin) SetError(msg string) {
+	p.mu.Lock()
+	p.lastErr = msg
+	p.mu.Unlock()
+}
+
+func (p *Plugin) noteFunction(fn string) {
+	p.mu.Lock()
+	if !p.fns[fn] {
+		p.fns[fn] = true
+	}
+	p.mu.Unlock()
+}
+
+func (p *Plugin) current() *generation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cur
+}
+
+// do runs fn on the plugin's loop, which serialises every lifecycle change.
+func (p *Plugin) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case p.ops <- func() { fn(); close(done) }:
+	case <-p.loopDone:
+		return fmt.Errorf("%w: %s", ErrStopped, p.name)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Plugin) loop() {
+	defer close(p.loopDone)
+	if ck, err := p.sup.store.load(p.name); err != nil {
+		p.logf(0, "ignoring the saved state: %v", err)
+	} else {
+		p.ck = ck
+	}
+	p.bringUp(context.Background(), false)
+	ckTick := time.NewTicker(p.sup.opts.CheckpointInterval)
+	defer ckTick.Stop()
+	for {
+		var dead <-chan struct{}
+		if g := p.current(); g != nil {
+			dead = g.dead
+		}
+		select {
+		case <-p.quit:
+			p.shutdown()
+			return
+		case op := <-p.ops:
+			op()
+		case <-dead:
+			p.crashed()
+		case <-p.retry:
+			p.retry = nil
+			p.bringUp(context.Background(), true)
+		case <-ckTick.C:
+			if err := p.checkpoint(context.Background()); err != nil {
+				p.logf(p.genNum, "periodic checkpoint failed: %v", err)
+			}
+		}
+	}
+}
+
+// bringUp starts a generation from the last checkpoint when none serves.
+func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
+	p.mu.Lock()
+	spec, num := p.spec, p.genNum+1
+	if !restart {
+		p.state = StateStarting
+	}
+	p.mu.Unlock()
+	g, err := p.startGeneration(ctx, spec, num)
+	if err == nil {
+		err = p.restoreAndOpen(ctx, g, p.ck, true)
+		if err != nil {
+			g.kill(err)
+			g.retire(0)
+		}
+	}
+	if err != nil {
+		p.consecutive++
+		p.mu.Lock()
+		p.lastErr = err.Error()
+		p.genNum = num // numbers are never reused, so logs stay unambiguous
+		p.mu.Unlock()
+		if p.consecutive >= maxStartFailures {
+			p.logf(num, "giving up after %d failed starts: %v", p.consecutive, err)
+			p.setState(StateFailed)
+			p.sup.bus.publish(Event{Type: EventPluginCrashed, Plugin: p.name, Generation: num, Error: err.Error()})
+			return err
+		}
+		delay := p.backoff()
+		p.logf(num, "start failed, retrying in %s: %v", delay, err)
+		p.setState(StateBackoff)
+		p.retry = time.After(delay)
+		return err
+	}
+	p.serve(g)
+	if restart {
+		p.sup.bus.publish(Event{Type: EventPluginRestarted, Plugin: p.name, Generation: g.num})
+	}
+	return nil
+}
+
+// serve makes g the serving generation and releases waiting handles.
+func (p *Plugin) serve(g *generation) {
+	p.mu.Lock()
+	p.cur, p.genNum, p.man = g, g.num, g.man
+	p.state = StateRunning
+	p.paused = false
+	p.wakeLocked()
+	p.mu.Unlock()
+	p.metrics.setState(p.name, StateRunning)
+	if p.metrics != nil {
+		p.metrics.generation.WithLabelValues(p.name).Set(float64(g.num))
+	}
+	if g.spec.Started != nil {
+		g.spec.Started()
+	}
+}
+
+func (p *Plugin) backoff() time.Duration {
+	d := p.sup.opts.BackoffMin
+	for i := 1; i < p.consecutive && d < p.sup.opts.BackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, p.sup.opts.BackoffMax)
+}
+
+// restoreAndOpen loads ck into g, then opens every instance on it.
+func (p *Plugin) restoreAndOpen(ctx context.Context, g *generation, ck *checkpoint, send bool) error {
+	if ck != nil && len(ck.scopes) > 0 {
+		if ck.meta.FromStateVersion != g.man.StateVersion && !g.man.Migrate {
+			return fmt.Errorf("%w: the saved state has state version %q, %s %s reads %q and has no Migrate hook",
+				ErrStateIncompatib, ck.meta.FromStateVersion, g.man.Name, g.man.Version, g.man.StateVersion)
+		}
+		rctx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+		_, err := g.request(rctx, transport.Restore, transport.RestorePayload(ck.meta, ck.scopes))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("restore state: %w", err)
+		}
+	}
+	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+	defer cancel()
+	for _, inst := range p.sortedInstances() {
+		if err := p.bindInstance(octx, g, inst, send); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Plugin) sortedInstances() []*instance {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*instance, 0, len(p.instances))
+	for _, in := range p.instances {
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// crashed handles the unplanned end of the serving generation.
+func (p *Plugin) crashed() {
+	p.mu.Lock()
+	g := p.cur
+	p.cur = nil
+	p.restarts++
+	reason := g.reason()
+	p.lastErr = reason.Error()
+	p.mu.Unlock()
+	if time.Since(g.started) > healthyAfter {
+		p.consecutive = 0
+	}
+	p.consecutive++
+	p.logf(g.num, "crashed: %v", reason)
+	if p.metrics != nil {
+		p.metrics.restarts.WithLabelValues(p.name).Inc()
+	}
+	p.unbind(g)
+	g.retire(0)
+	p.sup.bus.publish(Event{Type: EventPluginCrashed, Plugin: p.name, Generation: g.num, Error: reason.Error()})
+	delay := p.backoff()
+	p.setState(StateBackoff)
+	p.retry = time.After(delay)
+}
+
+// unbind detaches every instance from g; their queued work waits for the
+// next generation.
+func (p *Plugin) unbind(g *generation) {
+	for _, inst := range p.sortedInstances() {
+		if inst.bind == nil || inst.bind.g != g {
+			continue
+		}
+		inst.bind.conn.Close()
+		<-inst.bind.done
+		inst.bind = nil
+		if w := inst.sink; w != nil {
+			w.pause()
+		}
+	}
+}
+
+// checkpoint snapshots the serving generation and saves it.
+func (p *Plugin) checkpoint(ctx context.Context) error {
+	g := p.current()
+	if g == nil {
+		return nil
+	}
+	ck, err := p.snapshot(ctx, g, true)
+	if err != nil {
+		return err
+	}
+	p.ck = ck
+	return p.sup.store.save(p.name, ck)
+}
+
+// snapshot asks g for its state. With marks, it also waits until every
+// running source's stream has passed the checkpoint marker, so the saved
+// state never claims an item the host has not received.
+func (p *Plugin) snapshot(ctx context.Context, g *generation, marks bool) (*checkpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.SnapshotTimeout)
+	defer cancel()
+	f, err := g.request(ctx, transport.Snapshot, nil)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	scopes, err := transport.ParseState(f.Payload)
+	if err != nil {
+		g.kill(fmt.Errorf("%w: %w", ErrCrashed, err))
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if marks {
+		for _, inst := range p.sortedInstances() {
+			if b := inst.bind; b != nil && b.g == g && inst.kind == transport.KindSource {
+				if err := b.waitMark(ctx, f.ID); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return &checkpoint{meta: transport.RestoreMeta{FromVersion: g.man.Version, FromStateVersion: g.man.StateVersion},
+		scopes: scopes, at: time.Now()}, nil
+}
+
+// attach registers inst and opens it on the serving generation.
+func (p *Plugin) attach(ctx context.Context, inst *instance) error {
+	var err error
+	derr := p.do(ctx, func() {
+		p.mu.Lock()
+		if _, dup := p.instances[inst.id]; dup {
+			p.mu.Unlock()
+			err = fmt.Errorf("%s %s of plugin %s is already open", inst.kind, inst.id, p.name)
+			return
+		}
+		p.instances[inst.id] = inst
+		g := p.cur
+		p.mu.Unlock()
+		if g == nil {
+			return // opened when a generation comes up
+		}
+		octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+		defer cancel()
+		if err = p.bindInstance(octx, g, inst, true); err != nil {
+			p.mu.Lock()
+			delete(p.instances, inst.id)
+			p.mu.Unlock()
+		}
+	})
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
+// detach stops inst on the serving generation and forgets it.
+func (p *Plugin) detach(ctx context.Context, inst *instance) error {
+	var err error
+	derr := p.do(ctx, func() {
+		p.mu.Lock()
+		delete(p.instances, inst.id)
+		p.mu.Unlock()
+		b := inst.bind
+		if b == nil {
+			return
+		}
+		sctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout)
+		defer cancel()
+		_, err = b.g.request(sctx, transport.Stop, transport.JSON(transport.StopMsg{Instance: inst.id}))
+		b.conn.Close()
+		<-b.done
+		inst.bind = nil
+		if w := inst.sink; w != nil {
+			w.pause()
+		}
+	})
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
+// stop ends the plugin: its generation is retired and handles fail.
+func (p *Plugin) stop(ctx context.Context) error {
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+	select {
+	case <-p.loopDone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop %s: %w", p.name, ctx.Err())
+	}
+}
+
+func (p *Plugin) shutdown() {
+	p.mu.Lock()
+	g := p.cur
+	p.cur = nil
+	p.stopped = true
+	p.state = StateStopped
+	p.wakeLocked()
+	p.mu.Unlock()
+	p.metrics.setState(p.name, StateStopped)
+	if g == nil {
+		return
+	}
+	// The last words: a final checkpoint, so a host restart resumes here.
+	if ck, err := p.snapshot(context.Background(), g, true); err == nil {
+		p.ck = ck
+		if err := p.sup.store.save(p.name, ck); err != nil {
+			p.logf(g.num, "final checkpoint: %v", err)
+		}
+	}
+	p.unbind(g)
+	g.retire(p.sup.opts.StopGrace)
+}
+
+// Status returns a snapshot of the plugin's state.
+func (p *Plugin) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: p.state, Activity: p.activity,
+		Generation: p.genNum, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
+		LastError: p.lastErr, LastReload: p.lastReload,
+		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions)}}
+	if p.paused {
+		st.Activity = ActivitySwapping
+	}
+	if g := p.cur; g != nil {
+		st.Generation = g.num
+		st.PID = g.pid()
+		st.Build = g.spec.Build
+		st.Uptime = Duration(time.Since(g.started))
+	}
+	return st
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Logs returns up to n of the plugin's last output lines, oldest first.
+func (p *Plugin) Logs(n int) []LogLine { return p.logs.last(n) }
+
+// output records a line the plugin printed.
+func (p *Plugin) output(gen int, stream, line string) {
+	p.logs.add(LogLine{At: time.Now(), Generation: gen, Stream: stream, Line: line})
+	p.log.Info().Int("generation", gen).Str("stream", stream).Msg(line)
+}
+
+// logf records a note of the supervisor's about this plugin.
+func (p *Plugin) logf(gen int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.logs.add(LogLine{At: time.Now(), Generation: gen, Stream: "plugvisor", Line: msg})
+	p.log.Info().Int("generation", gen).Msg(msg)
+}
+
+func asCallError(err error, target **CallError) bool { return errors.As(err, target) }

@@ -1,0 +1,114 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Plugin lifecycle states, as the status and the HTTP API show them.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateBackoff  = "backoff" // crashed; restarting after a delay
+	StateFailed   = "failed"  // gave up restarting; a reload or a new build tries again
+	StateStopped  = "stopped"
+)
+
+// Activities say what a running plugin is doing besides serving.
+const (
+	ActivityIdle     = "idle"
+	ActivityFetching = "fetching"
+	ActivityBuilding = "building"
+	ActivitySwapping = "swapping"
+)
+
+// Status is a snapshot of one plugin, the object of GET /plugins/{name}.
+type Status struct {
+	Name       string   `json:"name"`
+	Driver     string   `json:"driver"`
+	Kind       string   `json:"kind"` // builtin, binary, source, remote, command
+	State      string   `json:"state"`
+	Activity   string   `json:"activity"`
+	Generation int      `json:"generation"`
+	PID        int      `json:"pid"`
+	Version    string   `json:"version"`
+	Build      string   `json:"build"`
+	Restarts   int      `json:"restarts"`
+	Symbols    Symbols  `json:"symbols"`
+	LastError  string   `json:"last_error"`
+	LastReload *Report  `json:"last_reload"`
+	Uptime     Duration `json:"uptime_ms"`
+}
+
+// Symbols lists what a plugin offers.
+type Symbols struct {
+	Sources   []string `json:"sources"`
+	Sinks     []string `json:"sinks"`
+	Functions []string `json:"functions"`
+}
+
+// Report describes one swap (or a failed attempt), the body of
+// POST /plugins/{name}/reload and Status.LastReload.
+type Report struct {
+	Generation int       `json:"generation"` // the generation serving afterwards
+	From       int       `json:"from"`       // the generation replaced
+	BuildMS    float64   `json:"build_ms"`
+	SwapMS     float64   `json:"swap_ms"`  // start of the new generation to retirement of the old
+	PauseMS    float64   `json:"pause_ms"` // handles paused: the extra latency a call could see
+	Drained    int       `json:"drained"`  // calls answered, source items read and sink items acknowledged while draining
+	StateKeys  int       `json:"state_keys"`
+	Phases     Phases    `json:"phases"`
+	Forced     bool      `json:"forced,omitempty"`
+	AtLeastOce string    `json:"at_least_once,omitempty"` // what may have been delivered twice, when a drain could not finish
+	Error      string    `json:"error,omitempty"`
+	At         time.Time `json:"at"`
+}
+
+// Phases splits a swap's duration, in milliseconds.
+type Phases struct {
+	StartMS    float64 `json:"start_ms"`
+	DrainMS    float64 `json:"drain_ms"`
+	SnapshotMS float64 `json:"snapshot_ms"`
+	RestoreMS  float64 `json:"restore_ms"`
+	OpenMS     float64 `json:"open_ms"`
+	RetireMS   float64 `json:"retire_ms"`
+}
+
+// Duration marshals as milliseconds.
+type Duration time.Duration
+
+// MarshalJSON writes the duration in milliseconds.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(fmt.Sprintf("%.3f", float64(time.Duration(d))/float64(time.Millisecond))), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Errors callers can test with errors.Is.
+var (
+	ErrUnknownPlugin   = errors.New("no such plugin")
+	ErrUnknownSymbol   = errors.New("no such symbol")
+	ErrStopped         = errors.New("plugin stopped")
+	ErrCrashed         = errors.New("plugin crashed")
+	ErrSwapFailed      = errors.New("swap failed")
+	ErrSwapInProgress  = errors.New("a swap is in progress")
+	ErrNotRunning      = errors.New("plugin is not running")
+	ErrStartFailed     = errors.New("plugin failed to start")
+	ErrDrainTimeout    = errors.New("drain timed out")
+	ErrStateIncompatib = errors.New("state version incompatible")
+)
+
+// CallError is an error returned by the plugin's function itself (HTTP 422).
+type CallError struct {
+	Plugin, Function string
+	Msg              string
+	Panic            bool
+}
+
+func (e *CallError) Error() string {
+	if e.Panic {
+		return fmt.Sprintf("%s.%s panicked: %s", e.Plugin, e.Function, e.Msg)
+	}
+	return e.Msg
+}

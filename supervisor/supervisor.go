@@ -1,0 +1,265 @@
+// Package supervisor runs plugins as child processes and keeps them
+// serving: it starts them, talks to them over the transport, restarts them
+// when they crash, and swaps a running plugin for a new build without
+// losing, duplicating or reordering anything (see docs/DESIGN.md).
+//
+// A host embeds it like this:
+//
+//	sup, err := supervisor.New(supervisor.Options{StateDir: ".plugvisor"})
+//	p, err := sup.Add("counter", supervisor.Spec{Path: "bin/counter"})
+//	out, err := p.Call(ctx, "count", []byte(`"clicks"`))
+//	rep, err := p.Reload(ctx, supervisor.ReloadOptions{})   // swap, state kept
+//	defer sup.Close(ctx)
+//
+// Handles (Call, Subscribe, OpenSink) stay valid across swaps and restarts.
+// The driver layer (Manager, in manager.go) turns config entries into
+// Specs: it builds Go sources, fetches remote ones and watches for changes.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Options tune the supervisor. Zero durations take the defaults in
+// brackets; they match config's defaults.
+type Options struct {
+	StateDir           string // checkpoints and the socket dir [.plugvisor]
+	StartTimeout       time.Duration // [10s] process start to handshake
+	DrainTimeout       time.Duration // [10s]
+	SnapshotTimeout    time.Duration // [10s]
+	RestoreTimeout     time.Duration // [10s] restore and open of every instance
+	StopGrace          time.Duration // [3s] shutdown → SIGTERM → SIGKILL steps
+	HeartbeatInterval  time.Duration // [1s]
+	HeartbeatTimeout   time.Duration // [5s]
+	CheckpointInterval time.Duration // [30s]
+	BackoffMin         time.Duration // [100ms]
+	BackoffMax         time.Duration // [30s]
+	MaxFrame           int           // [16 MiB]
+	LogLines           int           // [1000] per plugin
+	Logger             *zerolog.Logger
+	Registerer         prometheus.Registerer // metrics; nil = a private registry
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.StartTimeout, 10*time.Second)
+	def(&o.DrainTimeout, 10*time.Second)
+	def(&o.SnapshotTimeout, 10*time.Second)
+	def(&o.RestoreTimeout, 10*time.Second)
+	def(&o.StopGrace, 3*time.Second)
+	def(&o.HeartbeatInterval, time.Second)
+	def(&o.HeartbeatTimeout, 5*time.Second)
+	def(&o.CheckpointInterval, 30*time.Second)
+	def(&o.BackoffMin, 100*time.Millisecond)
+	def(&o.BackoffMax, 30*time.Second)
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = 16 << 20
+	}
+	if o.LogLines <= 0 {
+		o.LogLines = 1000
+	}
+	if o.StateDir == "" {
+		o.StateDir = ".plugvisor"
+	}
+}
+
+// Supervisor owns the plugins of one host.
+type Supervisor struct {
+	opts     Options
+	sockDir  string
+	store    *store
+	bus      bus
+	metrics  *metrics
+	log      zerolog.Logger
+	registry *prometheus.Registry
+
+	mu      sync.Mutex
+	plugins map[string]*Plugin
+	closed  bool
+}
+
+// New prepares a supervisor: the state dir, a private socket dir (0700)
+// for this run, and the checkpoint store.
+func New(opts Options) (*Supervisor, error) {
+	opts.defaults()
+	s := &Supervisor{opts: opts, plugins: map[string]*Plugin{}}
+	if opts.Logger != nil {
+		s.log = *opts.Logger
+	} else {
+		s.log = zerolog.Nop()
+	}
+	if opts.Registerer == nil {
+		s.registry = prometheus.NewRegistry()
+		opts.Registerer = s.registry
+	}
+	s.metrics = newMetrics(opts.Registerer)
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir %s: %w", opts.StateDir, err)
+	}
+	dir, err := socketDir(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	s.sockDir = dir
+	st, err := openStore(opts.StateDir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.store = st
+	return s, nil
+}
+
+// socketDir makes the private socket directory of this run: under
+// state_dir when the path is short enough for Unix sockets, else under
+// the system temp dir.
+func socketDir(stateDir string) (string, error) {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return "", err
+	}
+	base := abs
+	if len(abs) > 60 {
+		base = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(base, "s")
+	if err != nil {
+		return "", fmt.Errorf("socket dir under %s: %w", base, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// SocketDir is this run's private socket directory.
+func (s *Supervisor) SocketDir() string { return s.sockDir }
+
+// Registry is the supervisor's Prometheus registry when it made its own
+// (Options.Registerer nil), for serving /metrics.
+func (s *Supervisor) Registry() *prometheus.Registry { return s.registry }
+
+// Add starts a plugin. It returns at once; the plugin comes up in the
+// background (Status shows how), and handles wait for it.
+func (s *Supervisor) Add(name string, spec Spec) (*Plugin, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("supervisor is closed")
+	}
+	if _, dup := s.plugins[name]; dup {
+		return nil, fmt.Errorf("plugin %q already exists", name)
+	}
+	p := newPlugin(s, name, spec)
+	s.plugins[name] = p
+	go p.loop()
+	s.bus.publish(Event{Type: EventPluginAdded, Plugin: name})
+	return p, nil
+}
+
+// Remove stops a plugin and forgets it. Its checkpoint stays on disk, so
+// adding it again resumes its state.
+func (s *Supervisor) Remove(ctx context.Context, name string) error {
+	s.mu.Lock()
+	p, ok := s.plugins[name]
+	delete(s.plugins, name)
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownPlugin, name)
+	}
+	err := p.stop(ctx)
+	s.bus.publish(Event{Type: EventPluginRemoved, Plugin: name})
+	return err
+}
+
+// Plugin returns the named plugin.
+func (s *Supervisor) Plugin(name string) (*Plugin, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.plugins[name]
+	if !ok {
+		names := make([]string, 0, len(s.plugins))
+		for n := range s.plugins {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("%w: %q (running: %v)", ErrUnknownPlugin, name, names)
+	}
+	return p, nil
+}
+
+// Plugins returns every plugin, by name.
+func (s *Supervisor) Plugins() []*Plugin {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Plugin, 0, len(s.plugins))
+	for _, p := range s.plugins {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Subscribe returns a subscriber to lifecycle events; buf bounds what a
+// slow reader may fall behind before it loses the oldest.
+func (s *Supervisor) Subscribe(buf int) *Subscriber { return s.bus.subscribe(buf) }
+
+// Publish sends an event (the driver layer reports builds through it).
+func (s *Supervisor) Publish(e Event) { s.bus.publish(e) }
+
+// RecordBuild feeds a build's outcome into the metrics.
+func (s *Supervisor) RecordBuild(plugin string, d time.Duration, err error) {
+	s.metrics.build(plugin, d.Seconds(), err)
+}
+
+// Close stops every plugin (a final checkpoint each, then shutdown, grace,
+// SIGTERM, SIGKILL) and releases the store and the socket dir.
+func (s *Supervisor) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	plugins := make([]*Plugin, 0, len(s.plugins))
+	for _, p := range s.plugins {
+		plugins = append(plugins, p)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(plugins))
+	for i, p := range plugins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.stop(ctx)
+		}()
+	}
+	wg.Wait()
+	errs = append(errs, s.store.close())
+	os.RemoveAll(s.sockDir)
+	return errors.Join(errs...)
+}
+
+// Run blocks until ctx ends, then closes the supervisor: an actor for an
+// oklog/run group.
+func (s *Supervisor) Run(ctx context.Context) error {
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.Background(), s.opts.StopGrace*3+5*time.Second)
+	defer cancel()
+	return s.Close(cctx)
+}
