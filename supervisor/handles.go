@@ -140,14 +140,14 @@ type SinkWriter struct {
 	inst   *instance
 	window int
 
-	mu     sync.Mutex // orders writes and guards the queue and conn
-	queue  []sinkItem // unacknowledged items, in order
-	seq    uint64
-	sent   uint64           // highest seq sent on conn
+	mu    sync.Mutex // orders writes and guards the queue and conn
+	queue []sinkItem // unacknowledged items, in order
+	seq   uint64
+	sent  uint64 // highest seq sent on conn
 	// seqPublished mirrors seq for the ack reader, which must not take mu.
 	seqPublished uint64
-	conn   *transport.Conn  // nil while paused or no generation serves
-	closed bool
+	conn         *transport.Conn // nil while paused or no generation serves
+	closed       bool
 
 	ackMu sync.Mutex // never held while sending: acks must always get through
 	acked uint64

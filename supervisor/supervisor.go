@@ -33,7 +33,7 @@ import (
 // Options tune the supervisor. Zero durations take the defaults in
 // brackets; they match config's defaults.
 type Options struct {
-	StateDir           string // checkpoints and the socket dir [.plugvisor]
+	StateDir           string        // checkpoints and the socket dir [.plugvisor]
 	StartTimeout       time.Duration // [10s] process start to handshake
 	DrainTimeout       time.Duration // [10s]
 	SnapshotTimeout    time.Duration // [10s]
