@@ -1,0 +1,756 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/plugvisor/plugvisor/builtin"
+	"github.com/plugvisor/plugvisor/compiler"
+	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/fetcher"
+	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/watcher"
+)
+
+// stableTimeout bounds the wait for a changed binary to be fully written.
+const stableTimeout = 30 * time.Second
+
+// worker owns one plugin's builds, fetches, watches and swaps. Everything
+// that changes the plugin runs on its loop, one thing at a time.
+type worker struct {
+	h      *Host
+	name   string
+	first  chan struct{} // closed after the first start attempt
+	done   chan struct{} // closed when the loop has returned
+	cancel context.CancelFunc
+	reqs   chan func(context.Context)
+	kick   chan struct{} // a watched file changed (cap 1: changes coalesce)
+
+	// Owned by the loop.
+	cfg     *config.Plugin
+	spec    *supervisor.Spec // last spec handed to the supervisor
+	fetched string           // remote: the fetched folder
+	ws      compiler.WatchSet
+	watches map[string]*watch
+
+	mu        sync.Mutex
+	lastErr   string
+	activity  string
+	lastBatch watcher.Batch
+}
+
+type watch struct {
+	wt     *watcher.Watcher
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newWorker(h *Host, name string, p *config.Plugin) *worker {
+	return &worker{h: h, name: name, cfg: p, first: make(chan struct{}), done: make(chan struct{}),
+		cancel: func() {}, reqs: make(chan func(context.Context)), kick: make(chan struct{}, 1),
+		watches: map[string]*watch{}, activity: supervisor.ActivityIdle}
+}
+
+func (w *worker) sup() *supervisor.Supervisor { return w.h.sup }
+func (w *worker) scfg() config.Supervisor {
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	return w.h.cfg.Supervisor
+}
+
+func (w *worker) loop(ctx context.Context) {
+	defer close(w.done)
+	defer w.stopWatches()
+	func() {
+		defer close(w.first)
+		w.start(ctx)
+	}()
+	var tick <-chan time.Time
+	if every, ok := w.cfg.UpdateInterval(); ok {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case fn := <-w.reqs:
+			fn(ctx)
+		case <-w.kick:
+			w.onChange(ctx)
+		case <-tick:
+			w.onUpdate(ctx)
+		}
+	}
+}
+
+// do runs fn on the loop and waits for it (bounded by ctx).
+func (w *worker) do(ctx context.Context, fn func(context.Context)) error {
+	finished := make(chan struct{})
+	select {
+	case w.reqs <- func(c context.Context) { defer close(finished); fn(c) }:
+	case <-w.done:
+		return fmt.Errorf("plugin %q: %w", w.name, supervisor.ErrStopped)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// start makes the first spec and hands it to the supervisor.
+func (w *worker) start(ctx context.Context) {
+	spec, _, _, err := w.prepare(ctx, true)
+	w.setWatches(ctx)
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	if _, err := w.apply(ctx, spec, 0, false); err != nil {
+		w.fail(err)
+	}
+}
+
+func (w *worker) fail(err error) {
+	w.h.log.Error().Str("plugin", w.name).Err(err).Msg("plugin not updated")
+	w.setError(err.Error())
+}
+
+// apply starts the plugin with spec, or swaps the running one to it.
+func (w *worker) apply(ctx context.Context, spec *supervisor.Spec, buildMS float64, force bool) (*supervisor.Report, error) {
+	p, err := w.sup().Plugin(w.name)
+	if err != nil {
+		if _, err := w.sup().Add(w.name, *spec); err != nil {
+			return nil, err
+		}
+		w.spec = spec
+		w.mu.Lock()
+		w.lastErr = ""
+		w.mu.Unlock()
+		return nil, nil
+	}
+	rep, err := p.Reload(ctx, supervisor.ReloadOptions{Spec: spec, Force: force, BuildMS: buildMS})
+	if err == nil {
+		w.spec = spec
+	}
+	return rep, err
+}
+
+// prepare turns the config into a spec: fetching (remote, when fetch is
+// set or nothing was fetched yet), building (Go sources), checking and
+// copying (binaries). changed reports that it differs from what runs.
+func (w *worker) prepare(ctx context.Context, fetch bool) (spec *supervisor.Spec, buildMS float64, changed bool, err error) {
+	d := w.cfg.Resolved
+	switch d.Kind {
+	case config.KindBuiltin:
+		plug, ok := builtin.Get(d.Builtin)
+		if !ok {
+			return nil, 0, false, fmt.Errorf("builtin %q is not compiled into this host (known: %v)", d.Builtin, builtin.Names())
+		}
+		return w.base(&supervisor.Spec{InProc: &plug, Build: "builtin"}), 0, true, nil
+	case config.KindSource:
+		return w.sourceSpec(ctx, d.Path)
+	case config.KindBinary:
+		return w.binarySpec(ctx, d.Path, w.cfg.Checksum)
+	case config.KindCommand:
+		s, err := w.commandSpec(d)
+		return s, 0, true, err
+	case config.KindRemote:
+		fetchChanged := false
+		if fetch || w.fetched == "" {
+			r, err := w.fetch(ctx)
+			if err != nil {
+				return nil, 0, false, err
+			}
+			w.fetched, fetchChanged = r.Dir, r.Changed
+		}
+		spec, ms, changed, err := w.folderSpec(ctx, w.fetched)
+		return spec, ms, changed || fetchChanged, err
+	}
+	return nil, 0, false, fmt.Errorf("plugin %q: unknown driver kind %q", w.name, d.Kind)
+}
+
+// base fills in what every spec of this plugin carries.
+func (w *worker) base(s *supervisor.Spec) *supervisor.Spec {
+	s.Kind = string(w.cfg.Resolved.Kind)
+	s.Driver = w.cfg.Driver
+	s.Config = w.cfg.Config
+	env := make(map[string]string, len(w.cfg.Env)+len(s.Env))
+	for k, v := range s.Env {
+		env[k] = v
+	}
+	for k, v := range w.cfg.Env {
+		if k == "PYTHONPATH" && env[k] != "" {
+			v = env[k] + string(os.PathListSeparator) + v
+		}
+		env[k] = v
+	}
+	s.Env = env
+	return s
+}
+
+// folderSpec resolves a fetched folder like a local one: plugin.json →
+// command, Go files → build, one executable → binary.
+func (w *worker) folderSpec(ctx context.Context, dir string) (*supervisor.Spec, float64, bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, config.ManifestFile)); err == nil {
+		m, err := config.ReadManifest(dir)
+		if err != nil {
+			return nil, 0, false, fmt.Errorf("plugin %q: fetched %s: %w", w.name, config.ManifestFile, err)
+		}
+		s, err := w.commandSpec(config.Driver{Kind: config.KindCommand, Path: dir, Manifest: m})
+		return s, 0, true, err
+	}
+	if gos, _ := filepath.Glob(filepath.Join(dir, "*.go")); len(gos) > 0 {
+		return w.sourceSpec(ctx, dir)
+	}
+	exe, err := fetcher.Executable(dir)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("plugin %q: the fetched folder %s is neither a Go package, a folder with %s, nor a single executable: %w",
+			w.name, dir, config.ManifestFile, err)
+	}
+	return w.binarySpec(ctx, exe, "")
+}
+
+func (w *worker) compilerOptions() compiler.Options {
+	s := w.scfg()
+	return compiler.Options{BinDir: s.BinDir, Flags: w.cfg.Build.Flags, Tags: w.cfg.Build.Tags,
+		Env: w.cfg.Build.Env, Keep: s.KeepBuilds}
+}
+
+// build compiles dir, publishing build events; a newer change cancels the
+// build in progress and starts it again. It refreshes the watch set.
+func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error) {
+	w.setActivity(supervisor.ActivityBuilding)
+	defer w.setActivity(supervisor.ActivityIdle)
+	opts := w.compilerOptions()
+	for {
+		detail := map[string]any{}
+		w.mu.Lock()
+		if b := w.lastBatch; len(b.Paths) > 0 {
+			detail["paths"] = b.Paths
+			detail["changed_at"] = b.Last
+		}
+		w.lastBatch = watcher.Batch{}
+		w.mu.Unlock()
+		w.sup().Publish(supervisor.Event{Type: supervisor.EventBuildStarted, Plugin: w.name, Detail: detail})
+		bctx, cancel := context.WithCancel(ctx)
+		type out struct {
+			r   *compiler.Result
+			err error
+		}
+		res := make(chan out, 1)
+		start := time.Now()
+		go func() {
+			r, err := compiler.Build(bctx, w.name, dir, opts)
+			res <- out{r, err}
+		}()
+		var o out
+		superseded := false
+		select {
+		case o = <-res:
+		case <-w.kick:
+			superseded = true
+			cancel()
+			o = <-res
+		}
+		cancel()
+		if superseded && ctx.Err() == nil {
+			w.h.log.Info().Str("plugin", w.name).Msg("build superseded by a newer change")
+			continue
+		}
+		d := time.Since(start)
+		ms := float64(d.Microseconds()) / 1000
+		if o.err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			w.sup().RecordBuild(w.name, d, o.err)
+			var be *compiler.BuildError
+			msg := o.err.Error()
+			var diags []string
+			if errors.As(o.err, &be) {
+				if len(be.WatchSet.Dirs) > 0 || be.WatchSet.Module != "" {
+					w.ws = be.WatchSet
+				}
+				for _, dg := range be.Diagnostics {
+					diags = append(diags, dg.String())
+				}
+				if len(diags) > 0 {
+					msg = strings.Join(diags, "\n")
+				}
+			}
+			w.setWatches(ctx)
+			w.sup().Publish(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: w.name, BuildMS: ms, Error: msg,
+				Detail: map[string]any{"diagnostics": nonNil(diags)}})
+			return nil, &buildFailed{msg: msg, err: o.err}
+		}
+		w.sup().RecordBuild(w.name, d, nil)
+		if len(o.r.WatchSet.Dirs) > 0 || o.r.WatchSet.Module != "" {
+			w.ws = o.r.WatchSet
+		}
+		w.setWatches(ctx)
+		w.sup().Publish(supervisor.Event{Type: supervisor.EventBuildSucceeded, Plugin: w.name, BuildMS: ms, Build: o.r.ID,
+			Detail: map[string]any{"changed": o.r.Changed}})
+		return o.r, nil
+	}
+}
+
+// buildFailed keeps the compiler's error and shows the diagnostics.
+type buildFailed struct {
+	msg string
+	err error
+}
+
+func (e *buildFailed) Error() string { return "build failed:\n" + e.msg }
+func (e *buildFailed) Unwrap() error { return e.err }
+
+func (w *worker) sourceSpec(ctx context.Context, dir string) (*supervisor.Spec, float64, bool, error) {
+	r, err := w.build(ctx, dir)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	binDir, name, bin := w.scfg().BinDir, w.name, r.Binary
+	s := w.base(&supervisor.Spec{Path: r.Binary, Build: r.ID, Started: w.setCurrent(binDir, name, bin)})
+	return s, float64(r.Duration.Microseconds()) / 1000, r.Changed, nil
+}
+
+func (w *worker) setCurrent(binDir, name, bin string) func() {
+	return func() {
+		if err := compiler.SetCurrent(binDir, name, bin); err != nil {
+			w.h.log.Warn().Str("plugin", name).Err(err).Msg("re-point current build")
+		}
+	}
+}
+
+// binarySpec checks file against checksum and copies it into
+// bin/<plugin>/<plugin>-<sha>: the plugin runs from the copy, so the
+// original can be rewritten in place while it runs and a rollback finds it.
+func (w *worker) binarySpec(_ context.Context, file, checksum string) (*supervisor.Spec, float64, bool, error) {
+	sum, err := fileSHA256(file)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("plugin %q: read binary: %w", w.name, err)
+	}
+	if checksum != "" && !strings.EqualFold(strings.TrimPrefix(checksum, "sha256:"), sum) {
+		return nil, 0, false, fmt.Errorf("plugin %q: binary %s has sha256:%s but the config wants %s; refusing it (update checksum in the config if the new binary is trusted)",
+			w.name, file, sum, checksum)
+	}
+	id := sum[:12]
+	binDir := w.scfg().BinDir
+	dir := filepath.Join(binDir, w.name)
+	dst := filepath.Join(dir, w.name+"-"+id)
+	if _, err := os.Stat(dst); err != nil {
+		if err := copyExecutable(file, dst, sum); err != nil {
+			return nil, 0, false, fmt.Errorf("plugin %q: copy binary into %s: %w", w.name, dir, err)
+		}
+	}
+	changed := w.spec == nil || w.spec.Build != id
+	s := w.base(&supervisor.Spec{Path: dst, Build: id, Started: w.setCurrent(binDir, w.name, dst)})
+	return s, 0, changed, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// copyExecutable copies src to dst through a temp file renamed into place
+// (never overwriting a running executable), and checks the copy's hash.
+func copyExecutable(src, dst, sum string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-bin-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, h), in); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return fmt.Errorf("%s changed while being copied; waiting for the next change", src)
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
+
+func (w *worker) commandSpec(d config.Driver) (*supervisor.Spec, error) {
+	name, args := d.Command()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q: %s: %w (install it or fix %s)", w.name, name, err, config.ManifestFile)
+	}
+	s := &supervisor.Spec{Path: path, Args: args, Dir: d.Path, Env: map[string]string{}}
+	if d.Manifest != nil {
+		s.Build = d.Manifest.Version
+		if d.Manifest.Language == "python" {
+			s.Env["PYTHONDONTWRITEBYTECODE"] = "1" // no __pycache__ writes in a watched folder
+			s.Env["PYTHONUNBUFFERED"] = "1"
+			if w.h.pySDK != "" {
+				s.Env["PYTHONPATH"] = w.h.pySDK
+			}
+		}
+	}
+	return w.base(s), nil
+}
+
+func (w *worker) fetch(ctx context.Context) (*fetcher.Result, error) {
+	w.setActivity(supervisor.ActivityFetching)
+	defer w.setActivity(supervisor.ActivityIdle)
+	r, err := fetcher.Fetch(ctx, w.name, w.cfg.Resolved.URL, fetcher.Options{Dir: w.scfg().RemoteDir, Checksum: w.cfg.Checksum})
+	if err != nil {
+		w.sup().Publish(supervisor.Event{Type: supervisor.EventFetchFailed, Plugin: w.name, Error: err.Error()})
+		return nil, err
+	}
+	return r, nil
+}
+
+// onChange handles a batch from the watchers.
+func (w *worker) onChange(ctx context.Context) {
+	switch w.cfg.Resolved.Kind {
+	case config.KindSource:
+		spec, ms, changed, err := w.sourceSpec(ctx, w.cfg.Resolved.Path)
+		w.finish(ctx, spec, ms, changed, err)
+	case config.KindBinary:
+		sctx, cancel := context.WithTimeout(ctx, stableTimeout)
+		_, err := watcher.WaitStable(sctx, w.cfg.Resolved.Path, w.stableInterval())
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				w.fail(fmt.Errorf("plugin %q: binary %s did not settle: %w", w.name, w.cfg.Resolved.Path, err))
+			}
+			return
+		}
+		spec, ms, changed, err := w.binarySpec(ctx, w.cfg.Resolved.Path, w.cfg.Checksum)
+		if err != nil {
+			w.sup().Publish(supervisor.Event{Type: supervisor.EventSwapFailed, Plugin: w.name, Error: err.Error()})
+		}
+		w.finish(ctx, spec, ms, changed, err)
+	case config.KindCommand:
+		m, err := config.ReadManifest(w.cfg.Resolved.Path)
+		if err != nil {
+			w.fail(fmt.Errorf("plugin %q: %w", w.name, err))
+			return
+		}
+		d := w.cfg.Resolved
+		d.Manifest = m
+		spec, err := w.commandSpec(d)
+		w.finish(ctx, spec, 0, true, err)
+	}
+}
+
+// finish swaps to spec when it changed; errors are recorded and the
+// running generation keeps serving.
+func (w *worker) finish(ctx context.Context, spec *supervisor.Spec, ms float64, changed bool, err error) {
+	if err != nil {
+		if ctx.Err() == nil {
+			w.fail(err)
+		}
+		return
+	}
+	if !changed && w.spec != nil {
+		w.setError("")
+		return
+	}
+	if _, err := w.apply(ctx, spec, ms, false); err != nil && ctx.Err() == nil {
+		w.fail(err)
+	}
+}
+
+// onUpdate re-fetches a remote driver on its interval.
+func (w *worker) onUpdate(ctx context.Context) {
+	r, err := w.fetch(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.fail(err)
+		}
+		return
+	}
+	if !r.Changed && w.spec != nil {
+		return
+	}
+	w.fetched = r.Dir
+	spec, ms, changed, err := w.folderSpec(ctx, r.Dir)
+	w.finish(ctx, spec, ms, changed || r.Changed, err)
+}
+
+func (w *worker) stableInterval() time.Duration {
+	d := w.scfg().Debounce.Duration
+	if d < 20*time.Millisecond {
+		d = 20 * time.Millisecond
+	}
+	return d
+}
+
+// reload rebuilds or re-fetches and swaps (a fresh process when nothing
+// changed).
+func (w *worker) reload(ctx context.Context, force bool) (rep *supervisor.Report, err error) {
+	derr := w.do(ctx, func(wctx context.Context) {
+		var spec *supervisor.Spec
+		var ms float64
+		spec, ms, _, err = w.prepare(wctx, true)
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		rep, err = w.apply(ctx, spec, ms, force)
+	})
+	if derr != nil {
+		return nil, derr
+	}
+	return rep, err
+}
+
+// reconfigure applies a changed config entry: a new spec, new watches, a
+// swap with the state kept.
+func (w *worker) reconfigure(ctx context.Context, p *config.Plugin) (rep *supervisor.Report, err error) {
+	derr := w.do(ctx, func(wctx context.Context) {
+		w.mu.Lock()
+		w.cfg = p
+		w.mu.Unlock()
+		w.fetched = ""
+		var spec *supervisor.Spec
+		var ms float64
+		spec, ms, _, err = w.prepare(wctx, true)
+		w.setWatches(wctx)
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		rep, err = w.apply(ctx, spec, ms, false)
+	})
+	if derr != nil {
+		return nil, derr
+	}
+	return rep, err
+}
+
+// rollback swaps to the build kept before the current one.
+func (w *worker) rollback(ctx context.Context) (rep *supervisor.Report, err error) {
+	derr := w.do(ctx, func(context.Context) {
+		if w.spec == nil || w.spec.InProc != nil || w.cfg.Resolved.Kind == config.KindCommand {
+			err = fmt.Errorf("plugin %q: nothing to roll back to: only compiled or binary plugins keep builds", w.name)
+			return
+		}
+		binDir := w.scfg().BinDir
+		builds, berr := compiler.Builds(binDir, w.name)
+		if berr != nil {
+			err = fmt.Errorf("plugin %q: list builds: %w", w.name, berr)
+			return
+		}
+		cur := w.spec.Path
+		idx := -1
+		for i, b := range builds {
+			if b == cur {
+				idx = i
+			}
+		}
+		if idx < 0 || idx+1 >= len(builds) {
+			err = fmt.Errorf("plugin %q: no earlier build kept in %s (keep_builds keeps the last %d)",
+				w.name, filepath.Join(binDir, w.name), w.scfg().KeepBuilds)
+			return
+		}
+		prev := builds[idx+1]
+		spec := *w.spec
+		spec.Path = prev
+		spec.Build = strings.TrimPrefix(filepath.Base(prev), w.name+"-")
+		spec.Started = w.setCurrent(binDir, w.name, prev)
+		rep, err = w.apply(ctx, &spec, 0, false)
+		if err == nil {
+			// The rolled-back build is now the newest: touch it so Builds
+			// lists it first and a second rollback goes further back.
+			now := time.Now()
+			_ = os.Chtimes(prev, now, now)
+		}
+	})
+	if derr != nil {
+		return nil, derr
+	}
+	return rep, err
+}
+
+// buildOnly builds (fetching first if remote) without starting anything.
+// Plugins that are not compiled return a nil result.
+func (w *worker) buildOnly(ctx context.Context) (*compiler.Result, error) {
+	d := w.cfg.Resolved
+	dir := ""
+	switch d.Kind {
+	case config.KindSource:
+		dir = d.Path
+	case config.KindRemote:
+		r, err := w.fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if gos, _ := filepath.Glob(filepath.Join(r.Dir, "*.go")); len(gos) == 0 {
+			return nil, nil
+		}
+		dir = r.Dir
+	default:
+		return nil, nil
+	}
+	return w.build(ctx, dir)
+}
+
+// setWatches makes the watchers match what the plugin depends on now.
+func (w *worker) setWatches(ctx context.Context) {
+	if w.h.opts.NoWatch || ctx.Err() != nil {
+		return
+	}
+	var roots []string
+	var match func(string) bool
+	d := w.cfg.Resolved
+	switch d.Kind {
+	case config.KindSource:
+		roots, match = w.ws.Roots(), w.ws.Matches
+		if len(roots) == 0 && d.Path != "" {
+			// No watch set (go list failed entirely): watch the package folder.
+			roots, match = []string{d.Path}, isGoSource
+		}
+	case config.KindBinary:
+		file := d.Path
+		roots, match = []string{filepath.Dir(file)}, func(p string) bool { return p == file }
+	case config.KindCommand:
+		roots = []string{d.Path}
+	}
+	want := map[string]bool{}
+	for _, r := range roots {
+		want[r] = true
+	}
+	for r, wa := range w.watches {
+		if !want[r] {
+			wa.cancel()
+			<-wa.done
+			delete(w.watches, r)
+		}
+	}
+	s := w.scfg()
+	for _, r := range roots {
+		if wa := w.watches[r]; wa != nil {
+			wa.wt.SetMatch(match)
+			continue
+		}
+		wt, err := watcher.New(r, watcher.Options{Debounce: s.Debounce.Duration, MaxWait: s.MaxWait.Duration, Poll: s.Poll, Match: match,
+			OnError: func(err error) { w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("watch") }})
+		if err != nil {
+			w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("not watching; changes need a reload")
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		wa := &watch{wt: wt, cancel: cancel, done: make(chan struct{})}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := wt.Run(wctx); err != nil {
+				w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("watch stopped")
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for b := range wt.Batches() {
+				w.mu.Lock()
+				if len(w.lastBatch.Paths) == 0 {
+					w.lastBatch = b
+				} else {
+					w.lastBatch.Paths = append(w.lastBatch.Paths, b.Paths...)
+					w.lastBatch.Last = b.Last
+				}
+				w.mu.Unlock()
+				select {
+				case w.kick <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		go func() { wg.Wait(); close(wa.done) }()
+		w.watches[r] = wa
+	}
+}
+
+func isGoSource(p string) bool { return strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") }
+
+func (w *worker) stopWatches() {
+	for r, wa := range w.watches {
+		wa.cancel()
+		<-wa.done
+		delete(w.watches, r)
+	}
+}
+
+// setError records msg for the status, on the supervisor's plugin when it
+// exists.
+func (w *worker) setError(msg string) {
+	w.mu.Lock()
+	w.lastErr = msg
+	w.mu.Unlock()
+	if p, err := w.sup().Plugin(w.name); err == nil {
+		p.SetError(msg)
+	}
+}
+
+func (w *worker) setActivity(a string) {
+	w.mu.Lock()
+	w.activity = a
+	w.mu.Unlock()
+	if p, err := w.sup().Plugin(w.name); err == nil {
+		p.SetActivity(a)
+	}
+}
+
+func (w *worker) failure() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lastErr == "" {
+		return "not started yet"
+	}
+	return w.lastErr
+}
+
+// syntheticStatus describes a plugin the supervisor does not run (yet).
+func (w *worker) syntheticStatus() supervisor.Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := supervisor.Status{Name: w.name, Driver: w.cfg.Driver, Kind: string(w.cfg.Resolved.Kind),
+		State: supervisor.StateStarting, Activity: w.activity, LastError: w.lastErr,
+		Symbols: supervisor.Symbols{Sources: []string{}, Sinks: []string{}, Functions: []string{}}}
+	if w.lastErr != "" {
+		st.State = supervisor.StateFailed
+	}
+	return st
+}
