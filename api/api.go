@@ -86,11 +86,43 @@ func NewServer(b Backend, log *zerolog.Logger) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s (see GET /plugins, /symbols, /events, /metrics, /healthz)", r.Method, r.URL.Path))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			notFound(w, r, mux)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
 }
+
+// notFound answers a request no endpoint matched as JSON, keeping the
+// mux's status code (404, or 405 with its Allow header).
+func notFound(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
+	rec := &headerOnly{h: http.Header{}}
+	mux.ServeHTTP(rec, r)
+	if allow := rec.h.Get("Allow"); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	code := rec.code
+	if code == 0 || code < 400 {
+		code = http.StatusNotFound
+	}
+	msg := fmt.Sprintf("no endpoint %s %s (see GET /plugins, /symbols, /events, /metrics, /healthz)", r.Method, r.URL.Path)
+	if code == http.StatusMethodNotAllowed {
+		msg = fmt.Sprintf("%s %s is not allowed; allowed: %s", r.Method, r.URL.Path, rec.h.Get("Allow"))
+	}
+	writeError(w, code, msg)
+}
+
+// headerOnly records the status and headers of the mux's own error reply.
+type headerOnly struct {
+	h    http.Header
+	code int
+}
+
+func (h *headerOnly) Header() http.Header         { return h.h }
+func (h *headerOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerOnly) WriteHeader(code int)        { h.code = code }
 
 func (s *server) list(w http.ResponseWriter, _ *http.Request) {
 	st := s.b.Statuses()
