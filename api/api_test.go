@@ -54,7 +54,9 @@ func newFake() *fake {
 	}
 }
 
-func unknown(name string) error { return fmt.Errorf("plugin %q: %w", name, supervisor.ErrUnknownPlugin) }
+func unknown(name string) error {
+	return fmt.Errorf("plugin %q: %w", name, supervisor.ErrUnknownPlugin)
+}
 
 func (f *fake) Statuses() []supervisor.Status {
 	f.mu.Lock()
@@ -552,4 +554,3 @@ func TestServeListenError(t *testing.T) {
 		t.Fatalf("Serve on a taken port: %v", err)
 	}
 }
-
