@@ -519,8 +519,10 @@ func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) 
 	}
 	if panicked {
 		// A panic may have left state half-written: end this process so the
-		// host restarts it from the last checkpoint.
+		// host restarts it from the last checkpoint. The stack first, the
+		// message last: the host quotes the last lines.
 		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintf(os.Stderr, "function %s panicked: %v\n", fn.name, strings.SplitN(err.Error(), "\n", 2)[0])
 		s.fail(err)
 	}
 }

@@ -300,9 +300,12 @@ func (g *generation) readControl(token string, hs chan<- error) {
 			if err == nil && subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
 				// Someone else's process, or a stale one: refuse it and keep
 				// waiting for the child we started.
+				// It is told and left to hang up: closing its pipe at once could
+				// drop the refusal before it is written.
 				p.logf(g.num, "refused a peer with a wrong token")
-				_ = g.ctl.Send(context.Background(), refuse("wrong token"))
-				g.ctl.Reject(m.Pipe)
+				sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = g.ctl.Send(sctx, refuse("wrong token"))
+				cancel()
 				continue
 			}
 			if err == nil && hello.Protocol != transport.Version {

@@ -372,7 +372,8 @@ func (p *Plugin) readSource(sub *Subscription, b *binding) {
 				case sub.c <- Item{Seq: sub.seq, Generation: b.g.num, Data: f.Payload}:
 					p.metrics.item(p.name, sub.inst.symbol, "out")
 				case <-sub.done:
-					return errSubscriptionClosed
+					// Closed: the source is being stopped; read on to its end of
+					// stream so it can finish.
 				}
 			case transport.Checkpoint:
 				b.setMark(f.ID)
@@ -397,10 +398,7 @@ func (p *Plugin) readSource(sub *Subscription, b *binding) {
 	}
 }
 
-var (
-	errEOS                = errors.New("end of stream")
-	errSubscriptionClosed = errors.New("subscription closed")
-)
+var errEOS = errors.New("end of stream")
 
 func (p *Plugin) readSinkAcks(w *SinkWriter, b *binding) {
 	defer close(b.done)

@@ -53,6 +53,8 @@ type Plugin struct {
 	consecutive int
 	retry       <-chan time.Time
 
+	ctx      context.Context // ends when the plugin is stopped: bounds starts and swaps
+	cancel   context.CancelFunc
 	ops      chan func()
 	quit     chan struct{}
 	loopDone chan struct{}
@@ -68,6 +70,7 @@ func newPlugin(s *Supervisor, name string, spec Spec) *Plugin {
 		wake: make(chan struct{}), state: StateStarting, activity: ActivityIdle,
 		fns: map[string]bool{}, instances: map[string]*instance{},
 		ops: make(chan func()), quit: make(chan struct{}), loopDone: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p
 }
 
@@ -88,7 +91,7 @@ func (p *Plugin) acquire(ctx context.Context) (*generation, error) {
 			p.mu.Unlock()
 			return nil, err
 		}
-		if g := p.cur; g != nil && !p.paused {
+		if g := p.cur; g != nil && !p.paused && !g.isDead() {
 			g.enter()
 			p.mu.Unlock()
 			return g, nil
@@ -183,7 +186,7 @@ func (p *Plugin) loop() {
 	} else {
 		p.ck = ck
 	}
-	p.bringUp(context.Background(), false)
+	p.bringUp(p.ctx, false)
 	ckTick := time.NewTicker(p.sup.opts.CheckpointInterval)
 	defer ckTick.Stop()
 	for {
@@ -201,7 +204,7 @@ func (p *Plugin) loop() {
 			p.crashed()
 		case <-p.retry:
 			p.retry = nil
-			p.bringUp(context.Background(), true)
+			p.bringUp(p.ctx, true)
 		case <-ckTick.C:
 			if err := p.checkpoint(context.Background()); err != nil {
 				p.logf(p.genNum, "periodic checkpoint failed: %v", err)
@@ -352,6 +355,16 @@ func (p *Plugin) unbind(g *generation) {
 	}
 }
 
+// Checkpoint snapshots the serving generation's state and saves it now
+// (it also happens every checkpoint_interval and at every swap).
+func (p *Plugin) Checkpoint(ctx context.Context) error {
+	var err error
+	if derr := p.do(ctx, func() { err = p.checkpoint(ctx) }); derr != nil {
+		return derr
+	}
+	return err
+}
+
 // checkpoint snapshots the serving generation and saves it.
 func (p *Plugin) checkpoint(ctx context.Context) error {
 	g := p.current()
@@ -457,6 +470,7 @@ func (p *Plugin) stop(ctx context.Context) error {
 	case <-p.quit:
 	default:
 		close(p.quit)
+		p.cancel()
 	}
 	select {
 	case <-p.loopDone:

@@ -78,7 +78,7 @@ func startProcess(path string, args, env []string, dir string, out lineSink) (*p
 		er.Close()
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
-	p := &process{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), tail: &tail{max: 8}}
+	p := &process{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), tail: &tail{max: 4}}
 	var readers sync.WaitGroup
 	readers.Add(2)
 	go readLines(&readers, or, func(l string) { out("stdout", l) })

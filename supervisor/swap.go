@@ -31,7 +31,7 @@ func (p *Plugin) Reload(ctx context.Context, o ReloadOptions) (*Report, error) {
 
 // swap runs on the loop.
 func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
-	ctx := context.Background()
+	ctx := p.ctx
 	start := time.Now()
 	rep = &Report{Forced: o.Force, BuildMS: o.BuildMS, At: start}
 	p.mu.Lock()

@@ -227,7 +227,7 @@ func (c *Conn) Send(ctx context.Context, f Frame) error {
 				return nil
 			}
 			c.flushing = true
-			return c.flush() // unlocks
+			return c.flush(ctx) // unlocks
 		}
 		space := c.space
 		c.mu.Unlock()
@@ -243,32 +243,48 @@ func (c *Conn) Send(ctx context.Context, f Frame) error {
 
 // flush sends the batch until it is empty; called with mu held and
 // flushing set, returns with mu released. The caller that found no flush
-// in progress does it, so a lone Send costs no goroutine switch.
-func (c *Conn) flush() error {
-	var spare []byte
-	var err error
-	for c.n > 0 && err == nil {
+// in progress does it, so a lone Send costs no goroutine switch. If its
+// ctx ends while the peer is not taking messages, a goroutine carries on
+// flushing (the batch holds other callers' frames, already accepted) and
+// the caller gets the context error: its frame may still be delivered.
+func (c *Conn) flush(ctx context.Context) error {
+	for c.n > 0 {
 		var body []byte
 		if c.n == 1 {
-			body = append(spare[:0], c.batch[4:]...)
+			body = append([]byte(nil), c.batch[4:]...)
 		} else {
-			body = AppendFrame(spare[:0], Frame{Type: Batch, ID: uint64(c.n)})
+			body = AppendFrame(make([]byte, 0, HeaderSize+len(c.batch)), Frame{Type: Batch, ID: uint64(c.n)})
 			body = append(body, c.batch...)
 		}
 		c.batch, c.n = c.batch[:0], 0
 		close(c.space)
 		c.space = make(chan struct{})
 		c.mu.Unlock()
-		err = c.sendMsg(body)
+		err := c.sendMsg(ctx, body)
+		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrClosed) {
+			go func() {
+				if c.sendMsg(context.Background(), body) == nil {
+					c.mu.Lock()
+					c.flush(context.Background()) //nolint:errcheck // a closed channel is all it can report
+				}
+			}()
+			return fmt.Errorf("send on %s: %w", c.addr, ctx.Err())
+		}
 		c.mu.Lock()
-		spare = nil // mangos owns body now
+		if err != nil {
+			c.flushing = false
+			c.mu.Unlock()
+			return err
+		}
 	}
 	c.flushing = false
 	c.mu.Unlock()
-	return err
+	return nil
 }
 
-func (c *Conn) sendMsg(body []byte) error {
+// sendMsg hands body to mangos, waiting while the peer is not taking
+// messages, until ctx ends or the channel closes.
+func (c *Conn) sendMsg(ctx context.Context, body []byte) error {
 	m := mangos.NewMessage(0)
 	m.Body = body
 	for {
@@ -281,6 +297,8 @@ func (c *Conn) sendMsg(body []byte) error {
 			select {
 			case <-c.done:
 				return ErrClosed
+			case <-ctx.Done():
+				return ctx.Err()
 			default:
 				continue
 			}

@@ -1,0 +1,268 @@
+"""The plugin side end to end, in process, against a host made of the SDK's
+own listener (the Go interop tests do the same against the Go transport)."""
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+
+from plugvisor import frames as fr
+from plugvisor.channel import Channel
+from plugvisor.server import Server
+from plugvisor.sp import listen
+
+TIMEOUT = 10
+
+
+def double(ctx, x):
+    ctx.state.incr_counter("calls")
+    return x * 2
+
+
+def hello(ctx):
+    return "hi"
+
+
+def boom(ctx, x):
+    return {}[x]
+
+
+class Ticks:
+    def configure(self, props):
+        self.limit = props.get("limit")
+
+    def open(self, ctx, emit):
+        n = ctx.state.get("next", 0)
+        while not ctx.done():
+            if self.limit is not None and n >= self.limit:
+                return
+            emit(n)
+            n += 1
+            ctx.state.put("next", n)
+
+
+class Bad:
+    def open(self, ctx, emit):
+        emit("one")
+        raise RuntimeError("lost the feed")
+
+
+class Collect:
+    def __init__(self):
+        self.items = []
+
+    def collect(self, ctx, item):
+        self.items.append(item)
+        ctx.state.incr_counter("items")
+
+
+class Host:
+    """A minimal host: control channel, requests, data channels."""
+
+    def __init__(self, test, heartbeat_ms=0, token="tok", answer_token="tok", migrate=None, state_version="1"):
+        self.dir = tempfile.mkdtemp(prefix="pv")
+        test.addCleanup(shutil.rmtree, self.dir, True)
+        self.n = 0
+        ln = listen("ipc://" + os.path.join(self.dir, "c"))
+        env = {"PLUGVISOR_CONTROL": ln.address, "PLUGVISOR_TOKEN": token}
+        self.server = Server("t", "1.0.0", functions={"double": double, "hello": hello, "boom": boom},
+                             sources={"ticks": Ticks, "bad": Bad}, sinks={"collect": Collect},
+                             state_version=state_version, migrate=migrate, env=env)
+        self.code = []
+        self.thread = threading.Thread(target=lambda: self.code.append(self.server.run()), daemon=True)
+        self.thread.start()
+        self.ctl = Channel(ln.accept(TIMEOUT), name="host-control")
+        ln.close()
+        hello_f = self.ctl.recv()[0]
+        test.assertEqual(hello_f.type, fr.HELLO)
+        self.hello = json.loads(hello_f.payload)
+        if self.hello["token"] != answer_token:
+            self.ctl.send(fr.REFUSE, 0, b'{"error":"wrong token"}')
+            self.ctl.flush(TIMEOUT)
+        else:
+            self.ctl.send(fr.WELCOME, 0, json.dumps(
+                {"plugin": "t", "generation": 1, "config": {"limit": None}, "heartbeat_ms": heartbeat_ms}).encode())
+        test.addCleanup(self.close)
+
+    def close(self):
+        self.ctl.close()
+        self.thread.join(TIMEOUT)
+
+    def exit_code(self):
+        self.thread.join(TIMEOUT)
+        return self.code[0] if self.code else None
+
+    def request(self, ftype, payload=b""):
+        self.n += 1
+        rid = self.n
+        self.ctl.send(ftype, rid, payload)
+        while True:
+            for f in self.ctl.recv():
+                if f.id == rid and f.type != fr.PONG:
+                    return f
+
+    def open(self, kind, symbol="", instance=None):
+        instance = instance or kind + "-" + symbol
+        addr = "ipc://" + os.path.join(self.dir, "d%d" % (self.n + 1))
+        ln = listen(addr)
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("c", ln.accept(TIMEOUT)))
+        t.start()
+        r = self.request(fr.OPEN, json.dumps(
+            {"instance": instance, "kind": kind, "symbol": symbol, "address": addr}).encode())
+        t.join(TIMEOUT) if r.type == fr.OK else None
+        ln.close()
+        if r.type != fr.OK:
+            return r, None
+        return r, Channel(box["c"], name="host-" + instance)
+
+
+def recv_until(chan, pred):
+    out = []
+    while True:
+        for f in chan.recv():
+            out.append(f)
+            if pred(f):
+                return out
+
+
+class ServerTest(unittest.TestCase):
+    def test_handshake_and_shutdown(self):
+        h = Host(self)
+        m = h.hello["manifest"]
+        self.assertEqual(h.hello["protocol"], 1)
+        self.assertEqual(h.hello["pid"], os.getpid())
+        self.assertEqual((m["name"], m["language"], m["functions"], m["sources"], m["sinks"], m["migrate"]),
+                         ("t", "python", ["boom", "double", "hello"], ["bad", "ticks"], ["collect"], False))
+        h.ctl.send(fr.PING, 77)
+        f = h.ctl.recv()[0]
+        self.assertEqual((f.type, f.id), (fr.PONG, 77))
+        h.ctl.send(fr.SHUTDOWN)
+        self.assertEqual(h.exit_code(), 0)
+
+    def test_refused(self):
+        h = Host(self, token="bad")
+        self.assertEqual(h.exit_code(), 1)
+
+    def test_heartbeat_silence_exits(self):
+        h = Host(self, heartbeat_ms=20)
+        self.assertEqual(h.exit_code(), 1)
+        self.assertIn("3 heartbeats", h.server._exit_msg)
+
+    def test_calls(self):
+        h = Host(self)
+        r, c = h.open("functions", instance="functions")
+        self.assertEqual(r.type, fr.OK)
+        for i in range(1, 51):
+            c.send(fr.CALL, i, fr.call_payload("double", str(i).encode()))
+        c.send(fr.CALL, 100, fr.call_payload("hello"))
+        c.send(fr.CALL, 101, fr.call_payload("boom", b'"k"'))
+        c.send(fr.CALL, 102, fr.call_payload("nope", b"1"))
+        c.send(fr.CALL, 103, fr.call_payload("double", b"{bad"))
+        got = {}
+        while len(got) < 54:
+            for f in c.recv():
+                got[f.id] = f
+        for i in range(1, 51):
+            self.assertEqual((got[i].type, json.loads(got[i].payload)), (fr.RESULT, 2 * i))
+        self.assertEqual(got[100].payload, b'"hi"')
+        self.assertEqual(got[101].type, fr.FAIL)
+        err = json.loads(got[101].payload)["error"]
+        self.assertRegex(err, r"^KeyError: 'k' \(test_server\.py:\d+ in boom\)$")
+        self.assertIn("no function 'nope'", json.loads(got[102].payload)["error"])
+        self.assertIn("not valid JSON", json.loads(got[103].payload)["error"])
+        state = fr.parse_state(h.request(fr.SNAPSHOT).payload)
+        self.assertEqual(state["function/double"], {"calls": b"50"})
+
+    def test_source_stop_snapshot_restore(self):
+        h = Host(self)
+        _, d = h.open("source", "ticks", "tk")
+        first = recv_until(d, lambda f: f.id >= 20)
+        self.assertEqual([json.loads(f.payload) for f in first[:20]], list(range(20)))
+        snap = h.request(fr.SNAPSHOT)
+        self.assertEqual(snap.type, fr.STATE)
+        # The checkpoint marker sits in the stream where the state was copied.
+        frames = recv_until(d, lambda f: f.type == fr.CHECKPOINT)
+        self.assertEqual(frames[-1].id, snap.id)
+        before = [f for f in first + frames if f.type == fr.DATA]
+        self.assertEqual(fr.parse_state(snap.payload)["tk"]["next"], str(len(before)).encode())
+        stop = {}
+        t = threading.Thread(target=lambda: stop.setdefault("r", h.request(fr.STOP, b'{"instance":"tk"}')))
+        t.start()
+        rest = recv_until(d, lambda f: f.type == fr.EOS)
+        t.join(TIMEOUT)
+        self.assertEqual(stop["r"].type, fr.OK)
+        data = before + [f for f in rest if f.type == fr.DATA]
+        self.assertEqual([f.id for f in data], list(range(1, len(data) + 1)))
+        self.assertEqual([json.loads(f.payload) for f in data], list(range(len(data))))
+        self.assertEqual(rest[-1].id, len(data))
+        self.assertEqual(rest[-1].payload, b"")
+        blob = h.request(fr.SNAPSHOT).payload
+        self.assertEqual(fr.parse_state(blob)["tk"]["next"], str(len(data)).encode())
+
+        h2 = Host(self)
+        r = h2.request(fr.RESTORE, fr.restore_payload({"from_version": "1.0.0", "from_state_version": "1"},
+                                                      fr.parse_state(blob)))
+        self.assertEqual(r.type, fr.OK)
+        _, d2 = h2.open("source", "ticks", "tk")
+        f = d2.recv()[0]
+        self.assertEqual((f.id, json.loads(f.payload)), (1, len(data)))
+
+    def test_failing_source_sends_eos_with_error(self):
+        h = Host(self)
+        _, d = h.open("source", "bad", "b")
+        frames = recv_until(d, lambda f: f.type == fr.EOS)
+        self.assertEqual([(f.type, f.id) for f in frames], [(fr.DATA, 1), (fr.EOS, 1)])
+        self.assertRegex(json.loads(frames[-1].payload)["error"], r"^RuntimeError: lost the feed \(test_server.py:\d+ in open\)")
+
+    def test_sink(self):
+        h = Host(self)
+        _, d = h.open("sink", "collect", "sk")
+        for i in range(1, 101):
+            d.send(fr.DATA, i, json.dumps({"i": i}).encode())
+        d.send(fr.BARRIER, 100)
+        acks = recv_until(d, lambda f: f.id == 100 and f.type == fr.ACK)
+        self.assertTrue(all(f.type == fr.ACK for f in acks))
+        self.assertEqual([f.id for f in acks], sorted(f.id for f in acks))
+        self.assertEqual(h.request(fr.STOP, b'{"instance":"sk"}').type, fr.OK)
+        self.assertEqual(fr.parse_state(h.request(fr.SNAPSHOT).payload)["sk"], {"items": b"100"})
+
+    def test_open_errors(self):
+        h = Host(self)
+        r, _ = h.open("source", "nope", "x")
+        self.assertEqual(r.type, fr.ERROR)
+        self.assertIn("no source 'nope'", json.loads(r.payload)["error"])
+        r = h.request(fr.STOP, b'{"instance":"x"}')
+        self.assertIn("no open instance", json.loads(r.payload)["error"])
+
+    def test_restore_versions(self):
+        h = Host(self, state_version="2")
+        r = h.request(fr.RESTORE, fr.restore_payload({"from_version": "0.9", "from_state_version": "1"}, {"s": {}}))
+        self.assertEqual(r.type, fr.ERROR)
+        self.assertIn("no migrate hook", json.loads(r.payload)["error"])
+
+        calls = []
+
+        def migrate(frm, kv):
+            calls.append(frm)
+            return {"v": 2, "old": kv.get("old", b"null")}
+
+        h2 = Host(self, state_version="2", migrate=migrate)
+        self.assertTrue(h2.hello["manifest"]["migrate"])
+        r = h2.request(fr.RESTORE, fr.restore_payload({"from_version": "0.9", "from_state_version": "1"},
+                                                      {"s": {"old": b"[1]"}}))
+        self.assertEqual(r.type, fr.OK)
+        self.assertEqual(calls, ["0.9"])
+        self.assertEqual(fr.parse_state(h2.request(fr.SNAPSHOT).payload)["s"], {"old": b"[1]", "v": b"2"})
+
+    def test_malformed_control_frame_exits(self):
+        h = Host(self)
+        h.ctl.send(fr.DATA, 1, b"1")
+        self.assertEqual(h.exit_code(), 1)
+        self.assertIn("unexpected data frame", h.server._exit_msg)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,267 @@
+package supervisor_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/pair"
+
+	"github.com/plugvisor/plugvisor/sdk"
+	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/transport"
+)
+
+// The test binary doubles as every plugin the tests need (go-plugin's
+// helper-process pattern): with PV_TEST_PLUGIN set it becomes that plugin.
+const modeEnv = "PV_TEST_PLUGIN"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(modeEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
+	goleak.VerifyTestMain(m,
+		// The spawner's OS thread lives as long as the host, by design.
+		goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"),
+		goleak.IgnoreAnyFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"),
+	)
+}
+
+func helperPlugin() sdk.Plugin {
+	version := envOr("PV_TEST_VERSION", "1.0.0")
+	p := sdk.Plugin{
+		Name: "clicks", Version: version, StateVersion: os.Getenv("PV_TEST_STATE_VERSION"),
+		Functions: map[string]any{
+			"count": func(ctx context.Context, key string) (int64, error) {
+				return sdk.StateOf(ctx).IncrCounter(key, 1)
+			},
+			"get": func(ctx context.Context, key string) (int64, error) {
+				return sdk.StateOf(ctx).GetCounter(key)
+			},
+			"version": func() (string, error) { return version, nil },
+			"echo":    func(in []byte) ([]byte, error) { return in, nil },
+			"fail":    func(msg string) error { return errors.New(msg) },
+			"panic":   func() error { panic("boom") },
+			"sleep": func(ms int) error {
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+				return nil
+			},
+			"big": func(n int) (string, error) { return strings.Repeat("x", n), nil },
+		},
+		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
+		Sinks:   map[string]sdk.NewSink{"collect": func() sdk.Sink { return &collect{} }},
+	}
+	if os.Getenv("PV_TEST_NO_COUNT") != "" {
+		delete(p.Functions, "count")
+	}
+	switch os.Getenv("PV_TEST_MIGRATE") {
+	case "double":
+		p.Migrate = func(from string, st map[string][]byte) (map[string][]byte, error) {
+			out := map[string][]byte{}
+			for k, v := range st {
+				n, err := strconv.ParseInt(string(v), 10, 64)
+				if err != nil {
+					out[k] = v
+					continue
+				}
+				out[k] = []byte(strconv.FormatInt(n*2, 10))
+			}
+			return out, nil
+		}
+	case "fail":
+		p.Migrate = func(string, map[string][]byte) (map[string][]byte, error) {
+			return nil, errors.New("cannot read this state")
+		}
+	}
+	return p
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// ticks emits 1, 2, 3, … as fast as the host takes them, position in state.
+type ticks struct{}
+
+func (*ticks) Configure(map[string]any) error { return nil }
+func (*ticks) Close(sdk.Context) error        { return nil }
+func (*ticks) Open(ctx sdk.Context, emit func(any) error) error {
+	var n int64
+	if _, err := ctx.State().GetState("next", &n); err != nil {
+		return err
+	}
+	if n == 0 {
+		n = 1
+	}
+	for ctx.Err() == nil {
+		if err := emit(n); err != nil {
+			return err
+		}
+		n++
+		if err := ctx.State().PutState("next", n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collect appends each item to the file named by config "path".
+type collect struct{ f *os.File }
+
+func (c *collect) Configure(props map[string]any) error {
+	p, _ := props["path"].(string)
+	if p == "" {
+		return errors.New("collect needs a path")
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	c.f = f
+	return err
+}
+func (c *collect) Open(sdk.Context) error { return nil }
+func (c *collect) Collect(ctx sdk.Context, item any) error {
+	raw := item.(json.RawMessage)
+	_, err := c.f.Write(append(append([]byte(nil), raw...), '\n'))
+	return err
+}
+func (c *collect) Close(sdk.Context) error { return c.f.Close() }
+
+func runHelper(mode string) int {
+	env, ok := sdk.EnvFromOS()
+	if !ok && mode != "host" {
+		fmt.Fprintln(os.Stderr, "helper: no plugvisor environment")
+		return 2
+	}
+	env.ExitOnPanic, env.WatchParent = true, true
+	switch mode {
+	case "plugin":
+		if err := sdk.ServeEnv(context.Background(), helperPlugin(), env); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 1
+		}
+		return 0
+	case "exit":
+		fmt.Fprintln(os.Stderr, "helper: cannot open the database: no such file")
+		return 3
+	case "hang":
+		select {} // never dials: the start deadline must kill it
+	case "hang-restore":
+		p := helperPlugin()
+		p.Migrate = func(string, map[string][]byte) (map[string][]byte, error) { select {} }
+		p.StateVersion = "2"
+		return serve(p, env)
+	case "bad-signature":
+		p := helperPlugin()
+		p.Functions["add"] = func(a, b int) int { return a + b }
+		return serve(p, env)
+	case "ignore-shutdown":
+		signal.Ignore(syscall.SIGTERM)
+		_ = sdk.ServeEnv(context.Background(), helperPlugin(), sdk.Env{Control: env.Control, Token: env.Token, MaxFrame: env.MaxFrame})
+		select {}
+	case "wrong-token":
+		env.Token = "not-the-token"
+		return serve(helperPlugin(), env)
+	case "bad-manifest":
+		p := helperPlugin()
+		p.Name = "bad name!"
+		return serve(p, env)
+	case "wrong-version", "garbage", "oversized":
+		return rawPlugin(mode, env)
+	case "host":
+		return runHost()
+	}
+	fmt.Fprintln(os.Stderr, "helper: unknown mode", mode)
+	return 2
+}
+
+func serve(p sdk.Plugin, env sdk.Env) int {
+	if err := sdk.ServeEnv(context.Background(), p, env); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	return 0
+}
+
+// rawPlugin speaks the wire protocol by hand over a bare mangos socket,
+// to misbehave on purpose.
+func rawPlugin(mode string, env sdk.Env) int {
+	sock, err := pair.NewSocket()
+	if err != nil {
+		return 1
+	}
+	defer sock.Close()
+	_ = sock.SetOption(mangos.OptionMaxRecvSize, 0)
+	if err := sock.Dial(env.Control); err != nil {
+		return 1
+	}
+	man := transport.Manifest{Name: "raw", Version: "1", Functions: []string{"f"}}
+	hello := transport.AppendFrame(nil, transport.Frame{Type: transport.Hello,
+		Payload: transport.JSON(transport.HelloMsg{Protocol: 1, Token: env.Token, Manifest: man})})
+	if mode == "wrong-version" {
+		hello[0] = 7
+	}
+	if err := sock.Send(hello); err != nil {
+		return 1
+	}
+	reply, err := sock.Recv()
+	if err != nil || len(reply) < 2 || transport.Type(reply[1]) != transport.Welcome {
+		fmt.Fprintln(os.Stderr, "raw: refused")
+		return 1
+	}
+	switch mode {
+	case "garbage":
+		_ = sock.Send([]byte("this is not a frame at all"))
+	case "oversized":
+		big := make([]byte, env.MaxFrame+100)
+		big[0], big[1] = 1, byte(transport.Pong)
+		_ = sock.Send(big)
+	}
+	select {}
+}
+
+// runHost is a host process for the "kill -9 the host" test: it starts a
+// plugin, prints its pid and waits to be killed.
+func runHost() int {
+	dir, _ := os.MkdirTemp("", "pvhost")
+	sup, err := supervisor.New(supervisor.Options{StateDir: dir})
+	if err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	p, err := sup.Add("clicks", helperSpec("plugin"))
+	if err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := p.Call(ctx, "count", []byte(`"x"`)); err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	fmt.Println("PID", p.Status().PID)
+	select {}
+}
+
+func helperSpec(mode string, env ...string) supervisor.Spec {
+	e := map[string]string{modeEnv: mode}
+	for i := 0; i+1 < len(env); i += 2 {
+		e[env[i]] = env[i+1]
+	}
+	exe, _ := os.Executable()
+	return supervisor.Spec{Kind: "binary", Driver: "helper:" + mode, Path: exe, Env: e,
+		Args: []string{"-test.run=^$"}, Config: map[string]any{}}
+}
