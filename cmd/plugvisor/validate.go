@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/plugvisor/plugvisor/builtin"
+	"github.com/plugvisor/plugvisor/config"
+)
+
+// configFlag adds -c/--config to cmd.
+func configFlag(cmd *cobra.Command, path *string) {
+	cmd.Flags().StringVarP(path, "config", "c", "config.toml", "config file")
+}
+
+// loadConfig loads and validates the config with the builtin registry.
+func loadConfig(path string) (*config.Config, error) {
+	return config.Load(path, config.Registry(builtin.Sources()))
+}
+
+func validateCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "validate",
+		Short: "Check a config file without running it",
+		Long: `Validate loads the config file the way the daemon would (schema, values,
+driver resolution) and prints OK or every problem with its key and line.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(path)
+			if err != nil {
+				// Each problem on its own line, then a failing exit.
+				for _, e := range splitJoined(err) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "plugvisor: %v\n", e)
+				}
+				return &exitError{code: 1, silent: true, err: err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "OK: %s: %d plugins, %d pipelines\n", cfg.Path, len(cfg.Plugins), len(cfg.Pipelines))
+			return nil
+		},
+	}
+	configFlag(cmd, &path)
+	return cmd
+}
+
+// splitJoined unpacks errors.Join so each problem prints on one line.
+func splitJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, splitJoined(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
