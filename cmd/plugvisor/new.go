@@ -76,8 +76,10 @@ func scaffold(out io.Writer, name, parent, sdkDir string) error {
 		if modulePathOf(sdkDir) != modulePath {
 			return fmt.Errorf("--sdk %s is not a plugvisor checkout (its go.mod does not declare %s)", sdkDir, modulePath)
 		}
-		files["go.mod"] = fmt.Sprintf("module %s\n\ngo %s\n\nrequire %s v0.0.0\n\nreplace %s => %s\n",
-			name, goVersionOf(sdkDir), modulePath, modulePath, sdkDir)
+		// plugvisor's own requirements, so the build needs no go mod tidy
+		// (and no network): the go.sum copied below covers them.
+		files["go.mod"] = fmt.Sprintf("module %s\n\ngo %s\n\nrequire %s v0.0.0\n\nrequire (\n%s)\n\nreplace %s => %s\n",
+			name, goVersionOf(sdkDir), modulePath, requiresOf(sdkDir), modulePath, sdkDir)
 		if sum, err := os.ReadFile(filepath.Join(sdkDir, "go.sum")); err == nil {
 			files["go.sum"] = string(sum)
 		}
@@ -110,11 +112,10 @@ interval = "1s"
 [[pipeline]]
 name = "%s-demo"
 source = "%s.ticks"
-functions = ["%s.greet"]
 sink = "%s.print"
 
 Then: plugvisor call %s.greet '"world"'
-`, target, note, name, driver, name, name, name, name, name, name)
+`, target, note, name, driver, name, name, name, name, name)
 	return nil
 }
 
@@ -138,6 +139,31 @@ func enclosingModule(dir string) string {
 // modulePathOf reads the module line of dir/go.mod ("" when there is none).
 func modulePathOf(dir string) string {
 	return goModLine(dir, "module ")
+}
+
+// requiresOf returns the require lines of dir/go.mod, marked indirect.
+func requiresOf(dir string) string {
+	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "require (":
+			in = true
+		case in && line == ")":
+			in = false
+		case in && line != "" || strings.HasPrefix(line, "require ") && !strings.HasSuffix(line, "("):
+			f := strings.Fields(strings.TrimPrefix(line, "require "))
+			if len(f) >= 2 {
+				fmt.Fprintf(&b, "\t%s %s // indirect\n", f[0], f[1])
+			}
+		}
+	}
+	return b.String()
 }
 
 func goVersionOf(dir string) string {
