@@ -295,9 +295,11 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 				}
 			}
 			w.setWatches(ctx)
+			bf := &buildFailed{msg: msg, err: o.err}
+			w.setError(bf.Error()) // before the event: a reader of the event sees it in the status
 			w.sup().Publish(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: w.name, BuildMS: ms, Error: msg,
 				Detail: map[string]any{"diagnostics": nonNil(diags)}})
-			return nil, &buildFailed{msg: msg, err: o.err}
+			return nil, bf
 		}
 		w.sup().RecordBuild(w.name, d, nil)
 		if len(o.r.WatchSet.Dirs) > 0 || o.r.WatchSet.Module != "" {
