@@ -1,5 +1,296 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
 
-func daemonCommands() []*cobra.Command { return nil }
+	"github.com/mattn/go-isatty"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/plugvisor/plugvisor/api"
+	"github.com/plugvisor/plugvisor/builtin"
+	"github.com/plugvisor/plugvisor/compiler"
+	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/host"
+	"github.com/plugvisor/plugvisor/supervisor"
+)
+
+// backend adapts *host.Host to api.Backend (its Symbol and event types).
+type backend struct{ *host.Host }
+
+func (b backend) Symbols() []api.Symbol {
+	syms := b.Host.Symbols()
+	out := make([]api.Symbol, len(syms))
+	for i, s := range syms {
+		out[i] = api.Symbol(s)
+	}
+	return out
+}
+
+func (b backend) Events(buf int) (<-chan supervisor.Event, func()) {
+	s := b.Host.Events(buf)
+	return s.C, s.Close
+}
+
+func (b backend) Gatherer() prometheus.Gatherer { return b.Host.Gatherer() }
+
+// newLogger writes to w: a console writer on a terminal, JSON otherwise.
+func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Logger{}, fmt.Errorf("bad --log-level %q: want debug, info, warn, error or disabled", level)
+	}
+	out := w
+	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+type daemonFlags struct {
+	config, api, logLevel string
+}
+
+func daemonCommands() []*cobra.Command {
+	mk := func(use, short, long, level string, dev bool) *cobra.Command {
+		var f daemonFlags
+		cmd := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Long:  long,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return daemon(cmd, f, dev)
+			},
+		}
+		configFlag(cmd, &f.config)
+		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\":0\" picks a free port)")
+		cmd.Flags().StringVar(&f.logLevel, "log-level", level, "log level: debug, info, warn, error or disabled")
+		return cmd
+	}
+	runCmd := mk("run", "Run the daemon on a config file",
+		`Run builds and starts every plugin of the config, watches their sources,
+binaries and the config file, swaps plugins as they change and serves the
+HTTP API, until SIGINT or SIGTERM stops everything cleanly.
+
+The API listens on [supervisor] api (default 127.0.0.1:9081) or --api; it has
+no authentication, so keep it on loopback: anyone who can reach it can make
+the daemon run code. Logs go to stderr, JSON unless stderr is a terminal.`, "info", false)
+	devCmd := mk("dev", "Run the daemon with a readable one-line-per-change output",
+		`Dev runs the same daemon as "run" and prints one line per event that
+matters while editing plugins: each swap with its timings, build errors as
+file:line:col: message, crashes and restarts. Logs default to warn so these
+lines stand out.`, "warn", true)
+
+	var cfgPath, logLevel string
+	buildCmd := &cobra.Command{
+		Use:   "build [NAME]",
+		Short: "Build plugins without running them",
+		Long: `Build compiles one Go plugin of the config (fetching it first if it is
+remote), or every one without NAME, into bin/, and prints each build id.
+Compile errors print as file:line:col: message and exit 1.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return build(cmd, cfgPath, logLevel, args)
+		},
+	}
+	configFlag(buildCmd, &cfgPath)
+	buildCmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error or disabled")
+	return []*cobra.Command{runCmd, devCmd, buildCmd}
+}
+
+func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
+	stderr := cmd.ErrOrStderr()
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources()})
+	if err != nil {
+		return fmt.Errorf("starting the host: %w", err)
+	}
+	addr := cfg.Supervisor.API
+	if f.api != "" {
+		addr = f.api
+	}
+	if addr == "" {
+		addr = api.DefaultAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("API: listen on %s: %w (is another plugvisor running? change [supervisor] api or pass --api)", addr, err)
+	}
+	// Tests and scripts read the bound address from this line (":0").
+	fmt.Fprintf(stderr, "api listening on %s\n", ln.Addr())
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		log.Warn().Str("addr", ln.Addr().String()).Msg("the API is reachable from other machines and has no authentication: anyone who can reach it can run code here (POST /plugins)")
+	}
+
+	var g run.Group
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	{
+		hctx, hcancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			if err := h.Run(hctx); err != nil {
+				return fmt.Errorf("host: %w", err)
+			}
+			return nil
+		}, func(error) { hcancel() })
+	}
+	{
+		actx, acancel := context.WithCancel(ctx)
+		srv := api.NewServer(backend{h}, &log)
+		g.Add(func() error { return api.ServeListener(actx, ln, srv) }, func(error) { acancel() })
+	}
+	if dev {
+		// Subscribed before the host starts so the first builds show.
+		sub := h.Events(1024)
+		done := make(chan struct{})
+		out := cmd.OutOrStdout()
+		g.Add(func() error {
+			for {
+				select {
+				case <-done:
+					return nil
+				case e := <-sub.C:
+					if line := devLine(e); line != "" {
+						fmt.Fprintln(out, line)
+					}
+				}
+			}
+		}, func(error) { sub.Close(); close(done) })
+	}
+	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+
+	err = g.Run()
+	if errors.Is(err, run.ErrSignal) {
+		log.Info().Str("reason", err.Error()).Msg("stopped")
+		return nil
+	}
+	return err
+}
+
+// devLine is the one line dev prints for an event ("" = nothing).
+func devLine(e supervisor.Event) string {
+	switch e.Type {
+	case supervisor.EventSwapFinished:
+		if e.Report == nil {
+			return fmt.Sprintf("%s: now gen %d", e.Plugin, e.Generation)
+		}
+		r := e.Report
+		return reportLine(e.Plugin, report{Generation: r.Generation, From: r.From, BuildMS: r.BuildMS, SwapMS: r.SwapMS,
+			PauseMS: r.PauseMS, Drained: r.Drained, StateKeys: r.StateKeys, Forced: r.Forced, AtLeastOce: r.AtLeastOce})
+	case supervisor.EventBuildFailed:
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: build failed (the running version keeps serving):", e.Plugin)
+		for _, l := range strings.Split(strings.TrimSpace(e.Error), "\n") {
+			b.WriteString("\n  " + l)
+		}
+		return b.String()
+	case supervisor.EventSwapFailed:
+		return fmt.Sprintf("%s: swap failed, gen %d keeps serving: %s", e.Plugin, e.Generation, e.Error)
+	case supervisor.EventFetchFailed:
+		return fmt.Sprintf("%s: fetch failed, the running version keeps serving: %s", e.Plugin, e.Error)
+	case supervisor.EventPluginCrashed:
+		return fmt.Sprintf("%s: gen %d crashed: %s", e.Plugin, e.Generation, e.Error)
+	case supervisor.EventPluginRestarted:
+		return fmt.Sprintf("%s: restarted as gen %d", e.Plugin, e.Generation)
+	case supervisor.EventPluginAdded:
+		return fmt.Sprintf("%s: added", e.Plugin)
+	case supervisor.EventPluginRemoved:
+		return fmt.Sprintf("%s: removed", e.Plugin)
+	case supervisor.EventConfigApplied:
+		return "config applied"
+	}
+	return ""
+}
+
+func build(cmd *cobra.Command, cfgPath, logLevel string, args []string) error {
+	log, err := newLogger(cmd.ErrOrStderr(), logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), NoWatch: true})
+	if err != nil {
+		return fmt.Errorf("starting the host: %w", err)
+	}
+	ctx, cancel := signalContext(cmd)
+	defer cancel()
+	out := cmd.OutOrStdout()
+	results := map[string]*compiler.Result{}
+	if len(args) == 1 {
+		r, err := h.Build(ctx, args[0])
+		if err != nil {
+			return buildError(cmd.ErrOrStderr(), args[0], err)
+		}
+		if r == nil {
+			fmt.Fprintf(out, "%s: nothing to build (%s driver)\n", args[0], kindOf(cfg, args[0]))
+			return nil
+		}
+		results[args[0]] = r
+	} else {
+		results, err = h.BuildAll(ctx)
+		if err != nil {
+			return buildError(cmd.ErrOrStderr(), "", err)
+		}
+	}
+	names := make([]string, 0, len(results))
+	for n := range results {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		r := results[n]
+		fmt.Fprintf(out, "%s: build %s in %s → %s\n", n, r.ID, ms(float64(r.Duration)/float64(time.Millisecond)), r.Binary)
+	}
+	return nil
+}
+
+func kindOf(cfg *config.Config, name string) config.Kind {
+	if p := cfg.Plugins[name]; p != nil {
+		return p.Resolved.Kind
+	}
+	return ""
+}
+
+// buildError prints compile errors as file:line:col: message lines.
+func buildError(w io.Writer, name string, err error) error {
+	var be *compiler.BuildError
+	if !errors.As(err, &be) || len(be.Diagnostics) == 0 {
+		return err
+	}
+	for _, e := range splitJoined(err) {
+		if errors.As(e, &be) {
+			for _, d := range be.Diagnostics {
+				fmt.Fprintln(w, d.String())
+			}
+		} else {
+			fmt.Fprintf(w, "plugvisor: %v\n", e)
+		}
+	}
+	what := "the build"
+	if name != "" {
+		what = name
+	}
+	return &exitError{code: 1, err: fmt.Errorf("%s failed to compile", what)}
+}
