@@ -512,9 +512,11 @@ func (w *worker) onUpdate(ctx context.Context) {
 }
 
 func (w *worker) stableInterval() time.Duration {
-	d := w.scfg().Debounce.Duration
-	if d < 20*time.Millisecond {
-		d = 20 * time.Millisecond
+	// Longer than the debounce: a writer that pauses long enough to end a
+	// batch must still be seen as writing.
+	d := 2 * w.scfg().Debounce.Duration
+	if d < 100*time.Millisecond {
+		d = 100 * time.Millisecond
 	}
 	return d
 }
