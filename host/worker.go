@@ -707,7 +707,9 @@ func (w *worker) setWatches(ctx context.Context) {
 	}
 }
 
-func isGoSource(p string) bool { return strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") }
+func isGoSource(p string) bool {
+	return strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go")
+}
 
 func (w *worker) stopWatches() {
 	for r, wa := range w.watches {
