@@ -42,15 +42,15 @@ func isNoise(name string, isDir bool) bool {
 	return false
 }
 
-// isVimSwap matches vim swap files: .swp, then .swo, .swn … .swa as older
-// ones exist, plus .swx/.swpx used for probing.
+// isVimSwap matches vim swap files: .swp, then .swo, .swn … .swa while
+// older ones exist, and the .swx/.swpx probes. The .swa–.swn range only
+// counts for dot names (vim's ".name.swn"), so "movie.swf" is kept.
 func isVimSwap(name string) bool {
-	ext := path.Ext(name)
-	switch {
-	case ext == ".swx", ext == ".swpx":
+	switch ext := path.Ext(name); {
+	case ext == ".swp", ext == ".swo", ext == ".swx", ext == ".swpx":
 		return true
 	case len(ext) == 4 && strings.HasPrefix(ext, ".sw") && ext[3] >= 'a' && ext[3] <= 'p':
-		return true
+		return name[0] == '.'
 	}
 	return false
 }

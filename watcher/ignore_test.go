@@ -29,6 +29,8 @@ func TestIgnoreRules(t *testing.T) {
 		{"main.go___jb_old___", false, true},
 		{".DS_Store", false, true},
 		{"swap.go", false, false},
+		{"movie.swf", false, false},
+		{"f.go.swp", false, true},
 		// folders
 		{".git", true, true},
 		{".git/HEAD", false, true},
