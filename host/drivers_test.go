@@ -243,3 +243,66 @@ func TestConfigHotApply(t *testing.T) {
 		t.Errorf("invalid edit changed something: before %+v after %+v", before, after)
 	}
 }
+
+// TestRuntimePlugins adds and removes plugins through the API calls and
+// lists their symbols.
+func TestRuntimePlugins(t *testing.T) {
+	hs := startHost(t, t.TempDir(), supervisorTOML("mode = \"inproc\""), Options{NoWatch: true})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := hs.h.AddPlugin(ctx, "j", "nosuchbuiltin", nil); err == nil {
+		t.Error("adding an unknown builtin should fail")
+	}
+	st, err := hs.h.AddPlugin(ctx, "j", "json", map[string]any{"k": "v"})
+	if err != nil || st.Name != "j" {
+		t.Fatalf("add: %+v, %v", st, err)
+	}
+	if _, err := hs.h.AddPlugin(ctx, "j", "json", nil); err == nil {
+		t.Error("adding a duplicate should fail")
+	}
+	if out, err := hs.h.Call(ctx, "j", "compact", []byte(`[ 2 ]`)); err != nil || string(out) != "[2]" {
+		t.Fatalf("call: %s, %v", out, err)
+	}
+	found := false
+	for _, s := range hs.h.Symbols() {
+		found = found || s == Symbol{Plugin: "j", Kind: "function", Name: "compact"}
+	}
+	if !found {
+		t.Errorf("symbols %v lack j.compact", hs.h.Symbols())
+	}
+	must(t, hs.h.RemovePlugin(ctx, "j"))
+	if _, err := hs.h.Call(ctx, "j", "compact", nil); !errors.Is(err, supervisor.ErrUnknownPlugin) {
+		t.Errorf("call after remove: %v, want ErrUnknownPlugin", err)
+	}
+	if err := hs.h.RemovePlugin(ctx, "j"); !errors.Is(err, supervisor.ErrUnknownPlugin) {
+		t.Errorf("second remove: %v, want ErrUnknownPlugin", err)
+	}
+}
+
+// TestCommandPlugin runs the Python example and restarts it with its state
+// when a file in its folder changes.
+func TestCommandPlugin(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	dir := t.TempDir()
+	py := filepath.Join(dir, "py")
+	for _, f := range []string{"main.py", "plugin.json"} {
+		copyFile(t, filepath.Join(repoRoot(t), "examples", "pydemo", f), filepath.Join(py, f))
+	}
+	hs := startHost(t, dir, supervisorTOML("")+"[plugins.py]\ndriver = \"./py\"\n", Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if out, err := hs.h.Call(ctx, "py", "count", nil); err != nil || string(out) != "1" {
+		t.Fatalf("count: %s, %v (logs: %v)", out, err, hs.h.Supervisor().Plugins())
+	}
+	m := hs.rec.mark()
+	writeFile(t, filepath.Join(py, "notes.txt"), "touch\n")
+	e, _ := hs.rec.waitFor(t, m, supervisor.EventSwapFinished, "py")
+	if e.Generation != 2 {
+		t.Errorf("swap to generation %d, want 2", e.Generation)
+	}
+	if out, err := hs.h.Call(ctx, "py", "count", nil); err != nil || string(out) != "2" {
+		t.Errorf("count after restart: %s, %v (want 2: state kept)", out, err)
+	}
+}

@@ -188,6 +188,27 @@ func TestSourceDevLoop(t *testing.T) {
 		}
 		count()
 	})
+
+	t.Run("rollback", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if _, err := hs.h.Rollback(ctx, "plug"); err != nil {
+			t.Fatalf("rollback: %v", err)
+		}
+		if got := hs.call("plug", "version"); got != `"v7+lib2"` {
+			t.Errorf("after rollback version = %s, want the previous build v7+lib2", got)
+		}
+		count()
+		// A reload with nothing changed in the sources rebuilds the newest
+		// code and swaps to it.
+		if _, err := hs.h.Reload(ctx, "plug", false); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		if got := hs.call("plug", "version"); got != `"v7+lib3"` {
+			t.Errorf("after reload version = %s, want v7+lib3", got)
+		}
+		count()
+	})
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
