@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/plugvisor/plugvisor/supervisor"
+)
+
+// binary is the plugvisor built once for the tests that run it as a child.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "plugvisor-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "plugvisor")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building plugvisor: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// cli runs the plugvisor binary and returns stdout, stderr and the exit code.
+func cli(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("plugvisor %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	dir := t.TempDir()
+	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
+	cfg := fmt.Sprintf("[supervisor]\napi = \"127.0.0.1:0\"\n\n[plugins.clicks]\ndriver = %q\n", clicks)
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	d := exec.Command(binary, "run", "-c", cfgPath)
+	stderr, err := d.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	addrc := make(chan string, 1)
+	var logs bytes.Buffer // the daemon's stderr, read by the goroutine until it exits
+	go func() {
+		sc := bufio.NewReader(stderr)
+		for {
+			line, err := sc.ReadString('\n')
+			logs.WriteString(line)
+			if a, ok := strings.CutPrefix(strings.TrimSpace(line), "api listening on "); ok {
+				addrc <- a
+			}
+			if err != nil {
+				exited <- d.Wait()
+				return
+			}
+		}
+	}()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = d.Process.Kill()
+			<-exited
+			t.Logf("daemon stderr:\n%s", logs.String())
+		}
+	}()
+
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-exited:
+		stopped = true
+		t.Fatalf("daemon exited before listening: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon never printed its API address")
+	}
+	env := []string{"PLUGVISOR_API=" + addr}
+
+	// Wait (bounded) until the first build is done and clicks serves.
+	st := waitRunning(t, "http://"+addr, "clicks", 90*time.Second)
+	pids := []int{st.PID}
+
+	out, errOut, code := cli(t, env, "status")
+	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "LAST ERROR") || !strings.Contains(out, "clicks") || !strings.Contains(out, "running") {
+		t.Fatalf("status: %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = cli(t, env, "status", "--json")
+	var list []struct{ Name, State string }
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "clicks" || list[0].State != "running" {
+		t.Fatalf("status --json: %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"1", "2"} {
+		out, errOut, code = cli(t, env, "call", "clicks.count", `"a"`)
+		if code != 0 || strings.TrimSpace(out) != want {
+			t.Fatalf("call clicks.count \"a\": %d %q %s, want %s", code, out, errOut, want)
+		}
+	}
+	out, errOut, code = cli(t, env, "reload", "clicks")
+	if code != 0 || !strings.Contains(out, "clicks: gen 1 → 2") || !strings.Contains(out, "state keys") {
+		t.Fatalf("reload: %d\n%s%s", code, out, errOut)
+	}
+	// State survived the swap.
+	if out, errOut, code = cli(t, env, "call", "clicks.count", `"a"`); code != 0 || strings.TrimSpace(out) != "3" {
+		t.Fatalf("call after reload: %d %q %s, want 3", code, out, errOut)
+	}
+	out, errOut, code = cli(t, env, "status", "clicks", "--json")
+	var one struct{ Generation, PID int }
+	if code != 0 || json.Unmarshal([]byte(out), &one) != nil || one.Generation != 2 {
+		t.Fatalf("status clicks --json after reload: %d\n%s%s", code, out, errOut)
+	}
+	pids = append(pids, one.PID)
+	out, errOut, code = cli(t, env, "logs", "clicks", "-n", "10")
+	if code != 0 || !strings.Contains(out, "gen 2") {
+		t.Fatalf("logs: %d\n%s%s", code, out, errOut)
+	}
+	// A function's own error (422) and an unknown symbol (404) exit 1.
+	out, errOut, code = cli(t, env, "call", "clicks.count", "5")
+	if code != 1 || !strings.HasPrefix(errOut, "plugvisor: ") || !strings.Contains(errOut, "string") || out != "" {
+		t.Fatalf("failing call: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code = cli(t, env, "call", "clicks.nope"); code != 1 || !strings.Contains(errOut, "nope") {
+		t.Fatalf("call of an unknown function: %d %q", code, errOut)
+	}
+	if _, errOut, code = cli(t, env, "reload", "nope"); code != 1 || !strings.Contains(errOut, "nope") {
+		t.Fatalf("reload of an unknown plugin: %d %q", code, errOut)
+	}
+
+	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not stop on SIGTERM")
+	}
+	// The daemon reaped its plugins: no pid of theirs is left.
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("plugin process %d outlived the daemon (kill -0: %v)", pid, err)
+		}
+	}
+}
+
+// waitRunning polls the API until plugin runs, failing after limit.
+func waitRunning(t *testing.T, base, plugin string, limit time.Duration) supervisor.Status {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		resp, err := http.Get(base + "/plugins/" + plugin)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = string(body)
+			var st struct {
+				State string
+				PID   int
+			}
+			if json.Unmarshal(body, &st) == nil && st.State == supervisor.StateRunning && st.PID > 0 {
+				return supervisor.Status{State: st.State, PID: st.PID}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not running after %s: %s", plugin, limit, last)
+		}
+		<-tick.C
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[supervisor]\ndebounce = \"100ms\"\n\n[plugins.x]\ndriver = \"json\"\nbogus = 1\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := execute([]string{"validate", "-c", bad}, &out, &errb); code != 1 {
+		t.Fatalf("validate of a broken config: exit %d, want 1\n%s", code, errb.String())
+	}
+	if e := errb.String(); !strings.Contains(e, "bad.toml:6") || !strings.Contains(e, "plugins.x.bogus") || !strings.HasPrefix(e, "plugvisor: ") {
+		t.Fatalf("validate does not name the key and its line:\n%s", e)
+	}
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte("[plugins.x]\ndriver = \"json\"\n"), 0o644)
+	out.Reset()
+	errb.Reset()
+	if code := execute([]string{"validate", "-c", good}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "OK") {
+		t.Fatalf("validate of a good config: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+func TestNewBuildsOutsideTheRepo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go build")
+	}
+	dir := t.TempDir()
+	out, errOut, code := cli(t, nil, "new", "demo", "--dir", dir, "--sdk", repoRoot(t))
+	if code != 0 || !strings.Contains(out, "[plugins.demo]") {
+		t.Fatalf("new demo: %d\n%s%s", code, out, errOut)
+	}
+	target := filepath.Join(dir, "demo")
+	mod, err := os.ReadFile(filepath.Join(target, "go.mod"))
+	if err != nil || !strings.Contains(string(mod), "replace github.com/plugvisor/plugvisor => "+repoRoot(t)) {
+		t.Fatalf("go.mod: %v\n%s", err, mod)
+	}
+	// Offline and without go mod tidy: the scaffold is complete as written.
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demo.bin"), ".")
+	build.Dir = target
+	build.Env = append(os.Environ(), "GOFLAGS=-mod=readonly -buildvcs=false", "GOPROXY=off")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("the scaffold does not build: %v\n%s", err, b)
+	}
+	if _, errOut, code = cli(t, nil, "new", "demo", "--dir", dir); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("new over an existing folder: %d %s", code, errOut)
+	}
+}
+
+func TestNewInsideTheRepoWritesNoGoMod(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "go.mod"), []byte("module github.com/plugvisor/plugvisor\n\ngo 1.26\n"), 0o644)
+	parent := filepath.Join(root, "examples")
+	var out bytes.Buffer
+	if err := scaffold(&out, "demo", parent, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "demo", "main.go")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "demo", "go.mod")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a go.mod was written inside the plugvisor module: %v", err)
+	}
+	if err := scaffold(&out, "9bad", parent, ""); err == nil {
+		t.Fatal("new accepted an invalid plugin name")
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	var out, errb bytes.Buffer
+	// Port 1 on loopback: nothing listens there.
+	code := execute([]string{"status", "--api", "127.0.0.1:1"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "plugvisor: cannot reach the plugvisor API at http://127.0.0.1:1") {
+		t.Fatalf("unreachable API: %d %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := execute([]string{"call", "nodot"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "PLUGIN.FUNCTION") {
+		t.Fatalf("call without a dot: %d %s", code, errb.String())
+	}
+}
+
+func TestReportLine(t *testing.T) {
+	got := reportLine("counter", report{From: 3, Generation: 4, BuildMS: 182.3, SwapMS: 12.41, PauseMS: 1.1, Drained: 5, StateKeys: 2})
+	want := "counter: gen 3 → 4 build 182ms swap 12.4ms pause 1.1ms drained 5 state keys 2"
+	if got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	line := devLine(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: "counter", Error: "/x/main.go:3:1: syntax error\n/x/main.go:4:2: undefined: y"})
+	if !strings.Contains(line, "\n  /x/main.go:3:1: syntax error\n  /x/main.go:4:2: undefined: y") {
+		t.Fatalf("build failure line: %q", line)
+	}
+}
