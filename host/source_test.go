@@ -67,14 +67,15 @@ func TestSourceDevLoop(t *testing.T) {
 		t.Fatalf("version = %s, want \"v1\"", got)
 	}
 	calls := 0
-	count := func() {
+	count := func(t *testing.T) {
 		t.Helper()
 		calls++
 		if got := hs.call("plug", "count"); got != strconv.Itoa(calls) {
-			t.Fatalf("count = %s, want %d: state was not kept", got, calls)
+			logs, _ := hs.h.Logs("plug", 40)
+			t.Fatalf("count = %s, want %d: state was not kept; events: %s\nlogs: %v", got, calls, hs.rec.dump(0), logs)
 		}
 	}
-	count()
+	count(t)
 	versionFile := filepath.Join(plug, "version.go")
 
 	t.Run("saves", func(t *testing.T) {
@@ -95,7 +96,7 @@ func TestSourceDevLoop(t *testing.T) {
 			if got := hs.call("plug", "version"); got != strconv.Quote(v) {
 				t.Fatalf("%s save: version = %s, want %q", s.name, got, v)
 			}
-			count()
+			count(t)
 			timings = append(timings, fmt.Sprintf("%s: save→build start %.0f ms (debounce), build %.0f ms, swap %.1f ms (pause %.2f ms), save→serving %.0f ms",
 				s.name, ms(bs.At.Sub(saved)), bd.BuildMS, sw.Report.SwapMS, sw.Report.PauseMS, ms(sw.At.Sub(saved))))
 		}
@@ -132,11 +133,11 @@ func TestSourceDevLoop(t *testing.T) {
 		if got := hs.call("plug", "version"); got != `"v4"` {
 			t.Errorf("old generation should serve during a compile error: version = %s", got)
 		}
-		count()
+		count(t)
 		writeFile(t, filepath.Join(plug, "main.go"), mainGo)
 		writeFile(t, versionFile, versionGo("v5"))
 		hs.waitVersion("v5")
-		count()
+		count(t)
 		if st, _ := hs.h.Status("plug"); st.LastError != "" {
 			t.Errorf("last_error after the fix = %q, want cleared", st.LastError)
 		}
@@ -152,7 +153,7 @@ func TestSourceDevLoop(t *testing.T) {
 		if hs.rec.count(m, supervisor.EventBuildStarted, "plug") == 0 {
 			t.Error("no build after a change in the sub-package")
 		}
-		count()
+		count(t)
 	})
 
 	t.Run("replace module and ignored changes", func(t *testing.T) {
@@ -186,7 +187,7 @@ func TestSourceDevLoop(t *testing.T) {
 		if len(paths) != 1 || paths[0] != filepath.Join(lib, "lib.go") {
 			t.Errorf("build triggered by %v, want only %s", paths, filepath.Join(lib, "lib.go"))
 		}
-		count()
+		count(t)
 	})
 
 	t.Run("rollback", func(t *testing.T) {
@@ -198,7 +199,7 @@ func TestSourceDevLoop(t *testing.T) {
 		if got := hs.call("plug", "version"); got != `"v7+lib2"` {
 			t.Errorf("after rollback version = %s, want the previous build v7+lib2", got)
 		}
-		count()
+		count(t)
 		// A reload with nothing changed in the sources rebuilds the newest
 		// code and swaps to it.
 		if _, err := hs.h.Reload(ctx, "plug", false); err != nil {
@@ -207,7 +208,7 @@ func TestSourceDevLoop(t *testing.T) {
 		if got := hs.call("plug", "version"); got != `"v7+lib3"` {
 			t.Errorf("after reload version = %s, want v7+lib3", got)
 		}
-		count()
+		count(t)
 	})
 }
 
