@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -200,7 +201,7 @@ func devLine(e supervisor.Event) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s: build failed (the running version keeps serving):", e.Plugin)
 		for _, l := range strings.Split(strings.TrimSpace(e.Error), "\n") {
-			b.WriteString("\n  " + l)
+			b.WriteString("\n  " + relative(l))
 		}
 		return b.String()
 	case supervisor.EventSwapFailed:
@@ -219,6 +220,19 @@ func devLine(e supervisor.Event) string {
 		return "config applied"
 	}
 	return ""
+}
+
+// relative shortens a diagnostic's absolute path to one relative to the
+// working directory when the file is below it (what editors link best).
+func relative(line string) string {
+	wd, err := os.Getwd()
+	if err != nil || !filepath.IsAbs(line) {
+		return line
+	}
+	if rest, ok := strings.CutPrefix(line, wd+string(filepath.Separator)); ok {
+		return rest
+	}
+	return line
 }
 
 func build(cmd *cobra.Command, cfgPath, logLevel string, args []string) error {
@@ -282,7 +296,7 @@ func buildError(w io.Writer, name string, err error) error {
 	for _, e := range splitJoined(err) {
 		if errors.As(e, &be) {
 			for _, d := range be.Diagnostics {
-				fmt.Fprintln(w, d.String())
+				fmt.Fprintln(w, relative(d.String()))
 			}
 		} else {
 			fmt.Fprintf(w, "plugvisor: %v\n", e)

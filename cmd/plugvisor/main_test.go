@@ -77,10 +77,20 @@ func cli(t *testing.T, env []string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs a plugin")
-	}
+// child is a plugvisor run/dev child process.
+type child struct {
+	cmd    *exec.Cmd
+	addr   string
+	lines  chan string // stdout lines
+	exited chan error
+	logs   *bytes.Buffer // stderr; read only after exited
+	done   bool
+}
+
+// startDaemon runs `plugvisor MODE` on a config with the clicks example
+// and waits for its API address; cleanup kills it if the test did not stop it.
+func startDaemon(t *testing.T, mode string) *child {
+	t.Helper()
 	dir := t.TempDir()
 	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
 	cfg := fmt.Sprintf("[supervisor]\napi = \"127.0.0.1:0\"\n\n[plugins.clicks]\ndriver = %q\n", clicks)
@@ -88,50 +98,87 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	d := exec.Command(binary, "run", "-c", cfgPath)
-	stderr, err := d.StderrPipe()
+	d := &child{cmd: exec.Command(binary, mode, "-c", cfgPath), lines: make(chan string, 100),
+		exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Start(); err != nil {
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	addrc := make(chan string, 1)
-	var logs bytes.Buffer // the daemon's stderr, read by the goroutine until it exits
+	outDone := make(chan struct{})
 	go func() {
-		sc := bufio.NewReader(stderr)
+		defer close(outDone)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case d.lines <- sc.Text():
+			default: // nobody is reading that many lines
+			}
+		}
+	}()
+	go func() {
+		rd := bufio.NewReader(stderr)
 		for {
-			line, err := sc.ReadString('\n')
-			logs.WriteString(line)
+			line, err := rd.ReadString('\n')
+			d.logs.WriteString(line)
 			if a, ok := strings.CutPrefix(strings.TrimSpace(line), "api listening on "); ok {
 				addrc <- a
 			}
 			if err != nil {
-				exited <- d.Wait()
+				<-outDone
+				d.exited <- d.cmd.Wait()
 				return
 			}
 		}
 	}()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = d.Process.Kill()
-			<-exited
-			t.Logf("daemon stderr:\n%s", logs.String())
+	t.Cleanup(func() {
+		if !d.done {
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+			t.Logf("daemon stderr:\n%s", d.logs.String())
 		}
-	}()
-
-	var addr string
+	})
 	select {
-	case addr = <-addrc:
-	case err := <-exited:
-		stopped = true
-		t.Fatalf("daemon exited before listening: %v\n%s", err, logs.String())
+	case d.addr = <-addrc:
+	case err := <-d.exited:
+		d.done = true
+		t.Fatalf("daemon exited before listening: %v\n%s", err, d.logs.String())
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon never printed its API address")
 	}
+	return d
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (d *child) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.exited:
+		d.done = true
+		if err != nil {
+			t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, d.logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not stop on SIGTERM")
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	d := startDaemon(t, "run")
+	addr := d.addr
 	env := []string{"PLUGVISOR_API=" + addr}
 
 	// Wait (bounded) until the first build is done and clicks serves.
@@ -183,18 +230,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("reload of an unknown plugin: %d %q", code, errOut)
 	}
 
-	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not stop on SIGTERM")
-	}
+	d.stop(t)
 	// The daemon reaped its plugins: no pid of theirs is left.
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -228,6 +264,29 @@ func waitRunning(t *testing.T, base, plugin string, limit time.Duration) supervi
 			t.Fatalf("%s not running after %s: %s", plugin, limit, last)
 		}
 		<-tick.C
+	}
+}
+
+func TestDevPrintsSwaps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	d := startDaemon(t, "dev")
+	waitRunning(t, "http://"+d.addr, "clicks", 90*time.Second)
+	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "reload", "clicks", "--json"); code != 0 || !strings.Contains(out, `"generation": 2`) {
+		t.Fatalf("reload --json: %d\n%s%s", code, out, errOut)
+	}
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case line := <-d.lines:
+			if strings.HasPrefix(line, "clicks: gen 1 → 2 ") && strings.Contains(line, "swap ") && strings.Contains(line, "pause ") {
+				d.stop(t)
+				return
+			}
+		case <-timeout:
+			t.Fatal("dev printed no line for the swap")
+		}
 	}
 }
 
