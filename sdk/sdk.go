@@ -89,7 +89,8 @@ type State interface {
 type stateKey struct{}
 
 // StateOf returns the state of the function being called; inside a
-// function that takes a context.Context. Outside one it returns nil.
+// function that takes a context.Context. All functions of a plugin share
+// one scope. Outside a function it returns nil.
 func StateOf(ctx context.Context) State {
 	s, _ := ctx.Value(stateKey{}).(State)
 	return s

@@ -502,12 +502,17 @@ func (s *server) serveCalls(c *transport.Conn) {
 	}
 }
 
+// functionScope is the state scope every function of a plugin shares:
+// functions are handlers over the plugin's state (count and get of the
+// same counter), unlike source and sink instances, which own theirs.
+const functionScope = "functions"
+
 func failFrame(id uint64, err error, panicked bool) transport.Frame {
 	return transport.Frame{Type: transport.Fail, ID: id, Payload: transport.JSON(transport.ErrorMsg{Error: err.Error(), Panic: panicked})}
 }
 
 func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) {
-	sc := s.state.get("function/" + fn.name)
+	sc := s.state.get(functionScope)
 	ctx := &symCtx{Context: s.ctx, state: sc, log: s.symLogger("function", fn.name)}
 	out, err, panicked := protect(func() ([]byte, error) { return fn.call(ctx, input) })
 	f := transport.Frame{Type: transport.Result, ID: id, Payload: out}

@@ -519,6 +519,9 @@ func (p *Plugin) Status() Status {
 		st.PID = g.pid()
 		st.Build = g.spec.Build
 		st.Uptime = Duration(time.Since(g.started))
+		g.actMu.Lock()
+		st.InFlight = g.active
+		g.actMu.Unlock()
 	}
 	return st
 }

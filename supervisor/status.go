@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -39,6 +40,7 @@ type Status struct {
 	LastError  string   `json:"last_error"`
 	LastReload *Report  `json:"last_reload"`
 	Uptime     Duration `json:"uptime_ms"`
+	InFlight   int      `json:"in_flight"` // calls awaiting an answer
 }
 
 // Symbols lists what a plugin offers.
@@ -81,6 +83,16 @@ type Duration time.Duration
 // MarshalJSON writes the duration in milliseconds.
 func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(fmt.Sprintf("%.3f", float64(time.Duration(d))/float64(time.Millisecond))), nil
+}
+
+// UnmarshalJSON reads milliseconds back.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("duration in ms: %w", err)
+	}
+	*d = Duration(v * float64(time.Millisecond))
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

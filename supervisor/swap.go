@@ -247,9 +247,12 @@ func (p *Plugin) drain(ctx context.Context, old *generation, insts []*instance) 
 			if inst.kind == transport.KindSource {
 				if _, err = old.request(ctx, transport.Stop, transport.JSON(transport.StopMsg{Instance: inst.id})); err == nil {
 					select {
-					case <-b.eos:
-					case <-b.done:
-						err = fmt.Errorf("source %s: channel lost before its end of stream", inst.symbol)
+					case <-b.done: // the reader ends at the end of stream, or when the channel is lost
+						select {
+						case <-b.eos:
+						default:
+							err = fmt.Errorf("source %s: channel lost before its end of stream", inst.symbol)
+						}
 					case <-ctx.Done():
 						err = fmt.Errorf("%w: source %s did not reach its end of stream", ErrDrainTimeout, inst.symbol)
 					}

@@ -157,6 +157,7 @@ class Server:
         self._exit_msg = ""
         self._stopping = threading.Event()  # process-wide: set when exiting
         self._heard = time.monotonic()
+        self._early: List[fr.Frame] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(CALL_WORKERS, thread_name_prefix="plugvisor-call")
 
     # -- lifecycle
@@ -172,6 +173,7 @@ class Server:
             welcome = self._handshake(sp)
         except _Fatal as e:
             return self._die(str(e))
+        self._heard = time.monotonic()
         self.config = welcome.get("config") or {}
         hb = float(welcome.get("heartbeat_ms") or 0) / 1000.0
         self.log.debug("welcomed as generation %s", welcome.get("generation"))
@@ -206,6 +208,8 @@ class Server:
         except OSError:
             raise _Fatal("handshake: no answer from the host within %.0fs" % HANDSHAKE_TIMEOUT) from None
         f = frames[0]
+        # Frames batched behind the welcome (a ping, an open) are the first requests.
+        self._early = frames[1:]
         if f.type == fr.REFUSE:
             raise _Fatal("the host refused this plugin: %s" % _error_text(f))
         if f.type != fr.WELCOME:
@@ -245,7 +249,10 @@ class Server:
     # -- control channel
 
     def _read_control(self) -> None:
+        frames, self._early = self._early, []
         while True:
+            if not self._dispatch(frames):
+                return
             try:
                 frames = self.ctl.recv()
             except Closed:
@@ -255,18 +262,21 @@ class Server:
                 self._fatal("control channel: %s" % e)
                 return
             self._heard = time.monotonic()
-            for f in frames:
-                if f.type == fr.PING:
-                    self._reply(fr.PONG, f.id)
-                elif f.type == fr.SHUTDOWN:
-                    self._shutdown()
-                elif f.type in (fr.OPEN, fr.STOP, fr.SNAPSHOT, fr.RESTORE):
-                    # A stop may wait for a source to end: each request runs on its own.
-                    threading.Thread(target=self._request, args=(f,), daemon=True,
-                                     name="plugvisor-" + fr.type_name(f.type)).start()
-                else:
-                    self._fatal("control channel: malformed frame: unexpected %s frame" % fr.type_name(f.type))
-                    return
+
+    def _dispatch(self, frames: List[fr.Frame]) -> bool:
+        for f in frames:
+            if f.type == fr.PING:
+                self._reply(fr.PONG, f.id)
+            elif f.type == fr.SHUTDOWN:
+                self._shutdown()
+            elif f.type in (fr.OPEN, fr.STOP, fr.SNAPSHOT, fr.RESTORE):
+                # A stop may wait for a source to end: each request runs on its own.
+                threading.Thread(target=self._request, args=(f,), daemon=True,
+                                 name="plugvisor-" + fr.type_name(f.type)).start()
+            else:
+                self._fatal("control channel: malformed frame: unexpected %s frame" % fr.type_name(f.type))
+                return False
+        return True
 
     def _reply(self, ftype: int, fid: int, payload: bytes = b"") -> None:
         try:
