@@ -127,6 +127,12 @@ class SPSocket:
         except OSError:
             pass
         self._sock.close()
+        try:
+            # After the shutdown a reader in another thread has returned, so
+            # this does not wait; it drops the file's hold on the socket.
+            self._rfile.close()
+        except Exception:
+            pass
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
