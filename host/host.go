@@ -151,6 +151,19 @@ func (h *Host) Run(ctx context.Context) error {
 	}
 	h.runCtx = ctx
 	cfg := h.cfg
+	h.mu.Unlock()
+
+	// Watch the config before anything starts, so an edit made once
+	// Started is closed is never missed.
+	var cfgWatch sync.WaitGroup
+	if !h.opts.NoWatch && cfg.Path != "" {
+		if err := h.watchConfig(ctx, &cfgWatch); err != nil {
+			h.log.Warn().Err(err).Msg("config file is not watched; edits need a restart")
+		}
+	}
+
+	h.applyMu.Lock() // a config edit seen meanwhile applies after the first starts
+	h.mu.Lock()
 	names := sortedKeys(cfg.Plugins)
 	firsts := make([]<-chan struct{}, 0, len(names))
 	for _, n := range names {
@@ -158,6 +171,7 @@ func (h *Host) Run(ctx context.Context) error {
 		firsts = append(firsts, w.first)
 	}
 	h.mu.Unlock()
+	h.applyMu.Unlock()
 
 	go func() {
 		for _, f := range firsts {
@@ -169,13 +183,6 @@ func (h *Host) Run(ctx context.Context) error {
 		}
 		close(h.started)
 	}()
-
-	var cfgWatch sync.WaitGroup
-	if !h.opts.NoWatch && cfg.Path != "" {
-		if err := h.watchConfig(ctx, &cfgWatch); err != nil {
-			h.log.Warn().Err(err).Msg("config file is not watched; edits need a restart")
-		}
-	}
 
 	<-ctx.Done()
 	cfgWatch.Wait()
