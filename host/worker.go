@@ -460,6 +460,7 @@ func (w *worker) onChange(ctx context.Context) {
 		}
 		spec, ms, changed, err := w.binarySpec(ctx, w.cfg.Resolved.Path, w.cfg.Checksum)
 		if err != nil {
+			w.setError(err.Error()) // before the event: a reader of the event sees it in the status
 			w.sup().Publish(supervisor.Event{Type: supervisor.EventSwapFailed, Plugin: w.name, Error: err.Error()})
 		}
 		w.finish(ctx, spec, ms, changed, err)
