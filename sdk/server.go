@@ -129,13 +129,18 @@ func (s *server) run(ctx context.Context) error {
 	s.ctl = ctl
 	defer s.closeAll()
 
-	welcome, err := s.handshake(ctx)
+	welcome, early, err := s.handshake(ctx)
 	if err != nil {
 		return err
 	}
 	s.config = welcome.Config
 	s.log = s.log.With().Int("generation", welcome.Generation).Logger()
 
+	for _, f := range early {
+		if err := s.control(f); err != nil {
+			return fmt.Errorf("control channel: %w", err)
+		}
+	}
 	go s.readControl()
 	var silent <-chan time.Time
 	var parent <-chan time.Time
@@ -174,24 +179,23 @@ func (s *server) run(ctx context.Context) error {
 	}
 }
 
-func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, error) {
+func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, []transport.Frame, error) {
 	hello := transport.HelloMsg{Protocol: transport.Version, Token: s.env.Token, PID: os.Getpid(), Manifest: s.man}
 	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := s.ctl.Send(ctx, transport.Frame{Type: transport.Hello, Payload: transport.JSON(hello)}); err != nil {
-		return nil, fmt.Errorf("handshake: %w", err)
+		return nil, nil, fmt.Errorf("handshake: %w", err)
 	}
 	type reply struct {
-		f   transport.Frame
-		err error
+		frames []transport.Frame
+		err    error
 	}
 	ch := make(chan reply, 1)
 	go func() {
 		var r reply
 		r.err = s.ctl.Recv(func(f transport.Frame) error {
-			if r.f.Type == 0 {
-				r.f = f
-			}
+			f.Payload = append([]byte(nil), f.Payload...)
+			r.frames = append(r.frames, f)
 			return nil
 		})
 		ch <- r
@@ -199,22 +203,23 @@ func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, error) {
 	select {
 	case <-ctx.Done():
 		s.ctl.Close()
-		return nil, fmt.Errorf("handshake: no answer from the host within %s", handshakeTimeout)
+		return nil, nil, fmt.Errorf("handshake: no answer from the host within %s", handshakeTimeout)
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("handshake: %w", r.err)
+			return nil, nil, fmt.Errorf("handshake: %w", r.err)
 		}
-		switch r.f.Type {
+		switch f := r.frames[0]; f.Type {
 		case transport.Welcome:
 			var w transport.WelcomeMsg
-			if err := transport.Decode(r.f, &w); err != nil {
-				return nil, err
+			if err := transport.Decode(f, &w); err != nil {
+				return nil, nil, err
 			}
-			return &w, nil
+			// Whatever the host batched behind the welcome is handled next.
+			return &w, r.frames[1:], nil
 		case transport.Refuse:
-			return nil, fmt.Errorf("the host refused this plugin: %s", transport.ErrorText(r.f))
+			return nil, nil, fmt.Errorf("the host refused this plugin: %s", transport.ErrorText(f))
 		default:
-			return nil, fmt.Errorf("handshake: expected welcome, got %s", r.f.Type)
+			return nil, nil, fmt.Errorf("handshake: expected welcome, got %s", f.Type)
 		}
 	}
 }
@@ -243,27 +248,7 @@ func (s *server) closeAll() {
 
 func (s *server) readControl() {
 	for {
-		err := s.ctl.Recv(func(f transport.Frame) error {
-			select {
-			case s.heard <- struct{}{}:
-			default:
-			}
-			switch f.Type {
-			case transport.Ping:
-				return s.reply(transport.Frame{Type: transport.Pong, ID: f.ID})
-			case transport.Shutdown:
-				s.fail(nil)
-				return nil
-			case transport.Open, transport.Stop, transport.Snapshot, transport.Restore:
-				// Requests may block (a Stop waits for a source to end), so each
-				// runs on its own; the host sequences the ones that must be ordered.
-				f.Payload = append([]byte(nil), f.Payload...)
-				go s.request(f)
-				return nil
-			default:
-				return fmt.Errorf("%w: unexpected %s frame on the control channel", transport.ErrMalformed, f.Type)
-			}
-		})
+		err := s.ctl.Recv(s.control)
 		if err != nil {
 			if errors.Is(err, transport.ErrClosed) {
 				return
@@ -271,6 +256,29 @@ func (s *server) readControl() {
 			s.fail(fmt.Errorf("control channel: %w", err))
 			return
 		}
+	}
+}
+
+// control handles one control frame.
+func (s *server) control(f transport.Frame) error {
+	select {
+	case s.heard <- struct{}{}:
+	default:
+	}
+	switch f.Type {
+	case transport.Ping:
+		return s.reply(transport.Frame{Type: transport.Pong, ID: f.ID})
+	case transport.Shutdown:
+		s.fail(nil)
+		return nil
+	case transport.Open, transport.Stop, transport.Snapshot, transport.Restore:
+		// Requests may block (a Stop waits for a source to end), so each
+		// runs on its own; the host sequences the ones that must be ordered.
+		f.Payload = append([]byte(nil), f.Payload...)
+		go s.request(f)
+		return nil
+	default:
+		return fmt.Errorf("%w: unexpected %s frame on the control channel", transport.ErrMalformed, f.Type)
 	}
 }
 

@@ -58,8 +58,17 @@ func helperPlugin() sdk.Plugin {
 				return nil
 			},
 			"big": func(n int) (string, error) { return strings.Repeat("x", n), nil },
+			"fill": func(ctx context.Context, n int) error {
+				st := sdk.StateOf(ctx)
+				for i := 0; i < n; i++ {
+					if err := st.PutState("key"+strconv.Itoa(i), i); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
 		},
-		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
+		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }, "blob": func() sdk.Source { return &blob{} }},
 		Sinks:   map[string]sdk.NewSink{"collect": func() sdk.Sink { return &collect{} }},
 	}
 	if os.Getenv("PV_TEST_NO_COUNT") != "" {
@@ -113,6 +122,21 @@ func (*ticks) Open(ctx sdk.Context, emit func(any) error) error {
 		}
 		n++
 		if err := ctx.State().PutState("next", n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blob emits 64-byte items as fast as the host takes them.
+type blob struct{}
+
+func (*blob) Configure(map[string]any) error { return nil }
+func (*blob) Close(sdk.Context) error        { return nil }
+func (*blob) Open(ctx sdk.Context, emit func(any) error) error {
+	item := []byte(`"` + strings.Repeat("x", 62) + `"`)
+	for ctx.Err() == nil {
+		if err := emit(item); err != nil {
 			return err
 		}
 	}

@@ -12,8 +12,8 @@
 //	defer sup.Close(ctx)
 //
 // Handles (Call, Subscribe, OpenSink) stay valid across swaps and restarts.
-// The driver layer (Manager, in manager.go) turns config entries into
-// Specs: it builds Go sources, fetches remote ones and watches for changes.
+// The driver layer (package host) turns config entries into Specs: it
+// builds Go sources, fetches remote ones and watches for changes.
 package supervisor
 
 import (

@@ -128,6 +128,9 @@ func ParseMessage(b []byte, fn func(Frame) error) error {
 		return fn(f)
 	}
 	p := f.Payload
+	if len(p) == 0 && f.ID != 0 {
+		return fmt.Errorf("%w: batch announced %d frames, carried none", ErrMalformed, f.ID)
+	}
 	for n := uint64(0); len(p) > 0; n++ {
 		if len(p) < 4 {
 			return fmt.Errorf("%w: batch truncated in a length prefix", ErrMalformed)

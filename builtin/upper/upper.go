@@ -11,7 +11,7 @@ import (
 // Plugin is the builtin; builtin/upper/cmd serves it out of process.
 var Plugin = sdk.Plugin{
 	Name: "upper", Version: "1.0.0",
-	Functions: map[string]any{"upper": upper, "lower": strings.ToLower},
+	Functions: map[string]any{"upper": upper, "lower": lower},
 }
 
 func upper(ctx context.Context, s string) (string, error) {
@@ -20,3 +20,5 @@ func upper(ctx context.Context, s string) (string, error) {
 	}
 	return strings.ToUpper(s), nil
 }
+
+func lower(s string) (string, error) { return strings.ToLower(s), nil }
