@@ -24,9 +24,11 @@ test-go:
 test-python:
 	cd sdk/python && python3 -m unittest discover -s tests -t . -q
 
+# Benchmarks (testing.B): call round trip, pipelined calls, source stream,
+# swap pause by state size; the Python SDK next to the Go SDK; builds.
+# Run ../shared/anchors/ipcbench/run.sh beside it for the baselines.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./transport/ ./supervisor/
-	$(GO) run ./cmd/plugvisor bench
+	$(GO) test -run '^$$' -bench . -count 1 ./supervisor/ ./sdk/python/ ./compiler/
 
 soak:
 	PLUGVISOR_SOAK=1000 $(GO) test -run 'TestSoak' -count=1 -timeout 30m -v ./supervisor/

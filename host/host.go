@@ -53,6 +53,7 @@ type Host struct {
 	started  chan struct{}
 	applyMu  sync.Mutex // serialises Apply (config file watch and API)
 	workerWG sync.WaitGroup
+	pipes    pipelines
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -171,6 +172,7 @@ func (h *Host) Run(ctx context.Context) error {
 		firsts = append(firsts, w.first)
 	}
 	h.mu.Unlock()
+	h.pipes.sync(ctx, h, cfg.Pipelines)
 	h.applyMu.Unlock()
 
 	go func() {
@@ -186,6 +188,7 @@ func (h *Host) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	cfgWatch.Wait()
+	h.pipes.stop()
 	h.mu.Lock()
 	ws := make([]*worker, 0, len(h.workers))
 	for _, w := range h.workers {
@@ -313,6 +316,9 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 		if _, err := w.reconfigure(ctx, cfg.Plugins[n]); err != nil {
 			errs = append(errs, fmt.Errorf("plugin %q: %w", n, err))
 		}
+	}
+	if ch.PipelinesChanged || len(ch.Removed) > 0 || len(ch.Added) > 0 {
+		h.pipes.sync(runCtx, h, cfg.Pipelines)
 	}
 	err := errors.Join(errs...)
 	ev := supervisor.Event{Type: supervisor.EventConfigApplied, Detail: map[string]any{

@@ -1,0 +1,111 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/supervisor"
+)
+
+// pipelines runs the config's [[pipeline]] entries in the daemon, each in
+// its own goroutine, and follows config edits: added ones start, removed
+// ones stop, changed ones restart (the source instance keeps its state).
+type pipelines struct {
+	mu      sync.Mutex
+	running map[string]*runningPipeline
+	wg      sync.WaitGroup
+}
+
+type runningPipeline struct {
+	spec   config.Pipeline
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func toSupervisor(p config.Pipeline) supervisor.Pipeline {
+	ref := func(s string) supervisor.Ref {
+		pl, sym := config.SplitRef(s)
+		return supervisor.Ref{Plugin: pl, Symbol: sym}
+	}
+	out := supervisor.Pipeline{Name: p.Name, Source: ref(p.Source)}
+	for _, f := range p.Functions {
+		out.Functions = append(out.Functions, ref(f))
+	}
+	if p.Sink != "" {
+		out.Sink = ref(p.Sink)
+	}
+	return out
+}
+
+// sync makes the running pipelines match want.
+func (ps *pipelines) sync(ctx context.Context, h *Host, want []config.Pipeline) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.running == nil {
+		ps.running = map[string]*runningPipeline{}
+	}
+	keep := map[string]config.Pipeline{}
+	for _, p := range want {
+		keep[p.Name] = p
+	}
+	for name, r := range ps.running {
+		if p, ok := keep[name]; !ok || !reflect.DeepEqual(p, r.spec) {
+			r.cancel()
+			<-r.done
+			delete(ps.running, name)
+		}
+	}
+	for _, p := range want {
+		if _, ok := ps.running[p.Name]; ok {
+			continue
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		r := &runningPipeline{spec: p, cancel: cancel, done: make(chan struct{})}
+		ps.running[p.Name] = r
+		ps.wg.Add(1)
+		go func() {
+			defer ps.wg.Done()
+			defer close(r.done)
+			h.runPipeline(pctx, p)
+		}()
+	}
+}
+
+// stop ends every pipeline and waits for them.
+func (ps *pipelines) stop() {
+	ps.mu.Lock()
+	for name, r := range ps.running {
+		r.cancel()
+		delete(ps.running, name)
+	}
+	ps.mu.Unlock()
+	ps.wg.Wait()
+}
+
+// runPipeline keeps one pipeline running: until its plugins exist (their
+// first build may still run) and again after an error, it retries.
+func (h *Host) runPipeline(ctx context.Context, p config.Pipeline) {
+	delay := 100 * time.Millisecond
+	for {
+		err := h.sup.RunPipeline(ctx, toSupervisor(p))
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, supervisor.ErrUnknownPlugin) {
+			// Its plugins are still being built: not worth a warning.
+			h.log.Debug().Err(err).Str("pipeline", p.Name).Msg("pipeline waits for its plugins")
+		} else if err != nil {
+			h.log.Warn().Err(err).Str("pipeline", p.Name).Dur("retry_in", delay).Msg("pipeline stopped")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
