@@ -535,8 +535,7 @@ func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) 
 		// host restarts it from the last checkpoint. The stack first, the
 		// message last: the host quotes the last lines.
 		fmt.Fprintln(os.Stderr, err)
-		fmt.Fprintf(os.Stderr, "function %s panicked: %v\n", fn.name, strings.SplitN(err.Error(), "\n", 2)[0])
-		s.fail(err)
+		s.fail(fmt.Errorf("function %s: %s", fn.name, strings.SplitN(err.Error(), "\n", 2)[0]))
 	}
 }
 
