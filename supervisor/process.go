@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -133,16 +132,6 @@ func (p *process) stop(grace time.Duration) {
 	}
 	p.signal(syscall.SIGKILL)
 	<-p.exited
-}
-
-// waitExit waits for the process to exit, bounded by ctx.
-func (p *process) waitExit(ctx context.Context) bool {
-	select {
-	case <-p.exited:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // describe says how the process ended, with its last stderr lines.

@@ -69,10 +69,4 @@ func (s *store) load(plugin string) (*checkpoint, error) {
 	return &checkpoint{meta: meta, scopes: scopes}, nil
 }
 
-func (s *store) remove(plugin string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).Delete([]byte(plugin))
-	})
-}
-
 func (s *store) close() error { return s.db.Close() }
