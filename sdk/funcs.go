@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sync"
+
+	"github.com/rs/zerolog"
 )
 
 // acceptedForms is quoted in the error for a function with a bad signature.
@@ -25,6 +28,15 @@ type function struct {
 	in    reflect.Type // nil: no input
 	out   bool         // returns a value before the error
 	errOK bool         // returns an error
+
+	logOnce sync.Once
+	log     *zerolog.Logger
+}
+
+// logger is the function's logger, made once.
+func (f *function) logger(s *server) *zerolog.Logger {
+	f.logOnce.Do(func() { f.log = s.symLogger("function", f.name) })
+	return f.log
 }
 
 // checkFunction validates f against the accepted signatures.

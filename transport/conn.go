@@ -19,6 +19,11 @@ import (
 	_ "go.nanomsg.org/mangos/v3/transport/tcp"
 )
 
+// idleGap is how long a channel must have been quiet for a Send to write
+// its frame itself instead of batching it for the writer: lone calls get
+// the shortest path, streams and pipelined calls get batches.
+const idleGap = 20 * time.Microsecond
+
 // DefaultMaxFrame is the frame size limit unless configured otherwise.
 const DefaultMaxFrame = 16 << 20
 
@@ -40,10 +45,10 @@ func (o Options) maxFrame() int {
 // Conn is one PAIR channel: an ordered, bounded, bidirectional frame
 // stream with exactly one peer.
 //
-// Send is safe for concurrent use and batches: frames queued while a send
-// is in progress leave together in one message, so many small frames cost
-// one socket write. Nothing is dropped: when the batch is full, Send waits
-// (bounded by its context) — that is the push-back.
+// Send is safe for concurrent use and batches: frames queued while a
+// message is being written leave together in the next one, so many small
+// frames cost one socket write. Nothing is dropped: when the batch is full,
+// Send waits (bounded by its context) — that is the push-back.
 type Conn struct {
 	sock mangos.Socket
 	addr string
@@ -51,9 +56,13 @@ type Conn struct {
 
 	mu       sync.Mutex
 	batch    []byte // pending frames, each u32 length + frame
+	batchMax int    // bytes a batch may hold before Send waits
 	n        int    // frames in batch
-	flushing bool
-	space    chan struct{} // closed and replaced when a flush frees the batch
+	err      error  // why sending stopped
+	writing  bool   // a message is being handed to mangos (by the writer or inline)
+	last     time.Time
+	wake     chan struct{}
+	space    chan struct{} // closed and replaced when the writer takes the batch
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -99,7 +108,7 @@ func newConn(addr string, o Options) (*Conn, error) {
 	}
 	c := &Conn{
 		sock: sock, addr: addr, max: o.maxFrame(),
-		space: make(chan struct{}), done: make(chan struct{}),
+		space: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		rejected: map[uint32]bool{}, attached: make(chan struct{}), lost: make(chan struct{}),
 	}
 	for name, v := range map[string]any{
@@ -118,7 +127,9 @@ func newConn(addr string, o Options) (*Conn, error) {
 			return nil, fmt.Errorf("socket option %s: %w", name, err)
 		}
 	}
+	c.batchMax = min(c.max, 1<<20)
 	sock.SetPipeEventHook(c.pipeEvent)
+	go c.writer()
 	return c, nil
 }
 
@@ -203,8 +214,10 @@ func (c *Conn) Close() error {
 // Done is closed when the channel is closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Send queues f for sending, in order with every earlier Send. It returns
-// once f is in the batch (or sent); it waits while the batch is full.
+// Send queues f for sending, in order with every earlier Send, and
+// returns once f is in the batch. It waits (bounded by ctx) only while the
+// batch is full: that is the push-back. A channel-level send error is
+// returned by the Sends after it.
 func (c *Conn) Send(ctx context.Context, f Frame) error {
 	need := 4 + f.Size()
 	if f.Size() > c.max {
@@ -212,22 +225,39 @@ func (c *Conn) Send(ctx context.Context, f Frame) error {
 	}
 	for {
 		c.mu.Lock()
-		select {
-		case <-c.done:
+		if c.err != nil {
+			err := c.err
 			c.mu.Unlock()
-			return ErrClosed
-		default:
+			return err
 		}
-		if c.n == 0 || HeaderSize+len(c.batch)+need <= c.max {
+		if c.n == 0 || HeaderSize+len(c.batch)+need <= c.batchMax {
+			now := time.Now()
+			if c.n == 0 && !c.writing && now.Sub(c.last) > idleGap {
+				// An idle channel: send it ourselves rather than wake the
+				// writer — one goroutine switch less on a lone call's path.
+				c.last, c.writing = now, true
+				c.mu.Unlock()
+				err := c.sendMsg(AppendFrame(make([]byte, 0, f.Size()), f))
+				c.mu.Lock()
+				c.writing = false
+				if err != nil && c.err == nil {
+					c.err = err
+				}
+				if c.n > 0 {
+					c.signal()
+				}
+				c.mu.Unlock()
+				return err
+			}
+			c.last = now
 			c.batch = binary.BigEndian.AppendUint32(c.batch, uint32(f.Size()))
 			c.batch = AppendFrame(c.batch, f)
 			c.n++
-			if c.flushing {
-				c.mu.Unlock()
-				return nil
+			if c.n == 1 {
+				c.signal()
 			}
-			c.flushing = true
-			return c.flush(ctx) // unlocks
+			c.mu.Unlock()
+			return nil
 		}
 		space := c.space
 		c.mu.Unlock()
@@ -241,50 +271,65 @@ func (c *Conn) Send(ctx context.Context, f Frame) error {
 	}
 }
 
-// flush sends the batch until it is empty; called with mu held and
-// flushing set, returns with mu released. The caller that found no flush
-// in progress does it, so a lone Send costs no goroutine switch. If its
-// ctx ends while the peer is not taking messages, a goroutine carries on
-// flushing (the batch holds other callers' frames, already accepted) and
-// the caller gets the context error: its frame may still be delivered.
-func (c *Conn) flush(ctx context.Context) error {
-	for c.n > 0 {
-		var body []byte
-		if c.n == 1 {
-			body = append([]byte(nil), c.batch[4:]...)
-		} else {
-			body = AppendFrame(make([]byte, 0, HeaderSize+len(c.batch)), Frame{Type: Batch, ID: uint64(c.n)})
-			body = append(body, c.batch...)
-		}
-		c.batch, c.n = c.batch[:0], 0
-		close(c.space)
-		c.space = make(chan struct{})
-		c.mu.Unlock()
-		err := c.sendMsg(ctx, body)
-		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrClosed) {
-			go func() {
-				if c.sendMsg(context.Background(), body) == nil {
-					c.mu.Lock()
-					c.flush(context.Background()) //nolint:errcheck // a closed channel is all it can report
-				}
-			}()
-			return fmt.Errorf("send on %s: %w", c.addr, ctx.Err())
+// writer sends the batch whenever it holds frames. While one message is
+// being written, Sends pile up behind it and leave together in the next:
+// under load many small frames cost one socket write.
+func (c *Conn) writer() {
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			c.fail(ErrClosed)
+			return
 		}
 		c.mu.Lock()
-		if err != nil {
-			c.flushing = false
+		for c.n > 0 && !c.writing { // an inline sender signals again when done
+			var body []byte
+			if c.n == 1 {
+				body = append([]byte(nil), c.batch[4:]...)
+			} else {
+				body = AppendFrame(make([]byte, 0, HeaderSize+len(c.batch)), Frame{Type: Batch, ID: uint64(c.n)})
+				body = append(body, c.batch...)
+			}
+			c.batch, c.n = c.batch[:0], 0
+			close(c.space)
+			c.space = make(chan struct{})
+			c.writing = true
 			c.mu.Unlock()
-			return err
+			err := c.sendMsg(body)
+			c.mu.Lock()
+			c.writing = false
+			if err != nil {
+				if c.err == nil {
+					c.err = err
+				}
+				c.mu.Unlock()
+				return
+			}
 		}
+		c.mu.Unlock()
 	}
-	c.flushing = false
+}
+
+// signal wakes the writer; mu held.
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
 	c.mu.Unlock()
-	return nil
 }
 
 // sendMsg hands body to mangos, waiting while the peer is not taking
-// messages, until ctx ends or the channel closes.
-func (c *Conn) sendMsg(ctx context.Context, body []byte) error {
+// messages, until the channel closes.
+func (c *Conn) sendMsg(body []byte) error {
 	m := mangos.NewMessage(0)
 	m.Body = body
 	for {
@@ -297,8 +342,6 @@ func (c *Conn) sendMsg(ctx context.Context, body []byte) error {
 			select {
 			case <-c.done:
 				return ErrClosed
-			case <-ctx.Done():
-				return ctx.Err()
 			default:
 				continue
 			}
