@@ -183,6 +183,21 @@ func (c *Conn) Reject(p mangos.Pipe) {
 	p.Close()
 }
 
+// connected reports whether a peer is attached now.
+func (c *Conn) connected() bool {
+	select {
+	case <-c.lost:
+		return false
+	default:
+	}
+	select {
+	case <-c.attached:
+		return true
+	default:
+		return false
+	}
+}
+
 // Attached is closed once a peer has connected.
 func (c *Conn) Attached() <-chan struct{} { return c.attached }
 
@@ -232,22 +247,29 @@ func (c *Conn) Send(ctx context.Context, f Frame) error {
 		}
 		if c.n == 0 || HeaderSize+len(c.batch)+need <= c.batchMax {
 			now := time.Now()
-			if c.n == 0 && !c.writing && now.Sub(c.last) > idleGap {
+			if c.n == 0 && !c.writing && now.Sub(c.last) > idleGap && c.connected() {
 				// An idle channel: send it ourselves rather than wake the
 				// writer — one goroutine switch less on a lone call's path.
+				// If mangos does not take it at once (a busy or absent peer),
+				// it goes back to the head of the batch for the writer.
 				c.last, c.writing = now, true
 				c.mu.Unlock()
-				err := c.sendMsg(AppendFrame(make([]byte, 0, f.Size()), f))
+				body := AppendFrame(make([]byte, 0, f.Size()), f)
+				m := mangos.NewMessage(0)
+				m.Body = body
+				err := c.sock.SendMsg(m)
 				c.mu.Lock()
 				c.writing = false
-				if err != nil && c.err == nil {
-					c.err = err
+				if err != nil {
+					head := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)+len(c.batch)), uint32(len(body)))
+					c.batch = append(append(head, body...), c.batch...)
+					c.n++
 				}
 				if c.n > 0 {
 					c.signal()
 				}
 				c.mu.Unlock()
-				return err
+				return nil
 			}
 			c.last = now
 			c.batch = binary.BigEndian.AppendUint32(c.batch, uint32(f.Size()))
