@@ -92,6 +92,13 @@ func (b *binding) waitMark(ctx context.Context, id uint64) error {
 }
 
 // Subscription receives a source's items, in order, across swaps.
+//
+// Items pass through a host queue of buf items: the source's reader fills
+// it, a pump empties it into C. When the queue is full the reader waits,
+// and the source is pushed back — except while a swap drains the source:
+// then the queue takes everything up to the end-of-stream marker, so a
+// slow consumer never stalls a swap (the excess is bounded by what the
+// transport held in flight).
 type Subscription struct {
 	p    *Plugin
 	inst *instance
@@ -99,6 +106,13 @@ type Subscription struct {
 	done chan struct{}
 	once sync.Once
 	seq  uint64 // written by one reader at a time
+
+	buf      int
+	qmu      sync.Mutex
+	q        []Item
+	space    chan struct{} // closed and replaced when the pump takes items
+	wake     chan struct{} // tells the pump there are items
+	draining atomic.Bool
 }
 
 // C delivers the items. It is never closed while the subscription lives;
@@ -115,6 +129,71 @@ func (s *Subscription) Close(ctx context.Context) error {
 	return err
 }
 
+// setDraining lets the queue take everything while a swap drains the
+// source, waking a reader that waits for room.
+func (s *Subscription) setDraining(on bool) {
+	s.qmu.Lock()
+	s.draining.Store(on)
+	close(s.space)
+	s.space = make(chan struct{})
+	s.qmu.Unlock()
+}
+
+// deliver queues an item; false once the subscription is closed.
+func (s *Subscription) deliver(it Item) bool {
+	for {
+		s.qmu.Lock()
+		if len(s.q) < s.buf || s.draining.Load() {
+			s.q = append(s.q, it)
+			if len(s.q) == 1 {
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
+			s.qmu.Unlock()
+			return true
+		}
+		sp := s.space
+		s.qmu.Unlock()
+		select {
+		case <-sp:
+		case <-s.done:
+			return false
+		}
+	}
+}
+
+// pump moves queued items into C, in order.
+func (s *Subscription) pump() {
+	var batch []Item
+	for {
+		s.qmu.Lock()
+		batch, s.q = s.q, batch[:0]
+		if len(batch) > 0 {
+			close(s.space)
+			s.space = make(chan struct{})
+		}
+		s.qmu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-s.wake:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		for _, it := range batch {
+			select {
+			case s.c <- it:
+			case <-s.done:
+				return
+			}
+		}
+		clear(batch)
+	}
+}
+
 // Subscribe opens instance name of source symbol and streams its items.
 // The instance's state is kept across swaps and restarts under the id
 // "source/<symbol>/<name>". buf bounds the items buffered at the host.
@@ -123,8 +202,10 @@ func (p *Plugin) Subscribe(ctx context.Context, symbol, name string, buf int) (*
 		buf = 256
 	}
 	inst := &instance{id: "source/" + symbol + "/" + name, kind: transport.KindSource, symbol: symbol}
-	sub := &Subscription{p: p, inst: inst, c: make(chan Item, buf), done: make(chan struct{})}
+	sub := &Subscription{p: p, inst: inst, c: make(chan Item), done: make(chan struct{}),
+		buf: buf, space: make(chan struct{}), wake: make(chan struct{}, 1)}
 	inst.sub = sub
+	go sub.pump()
 	if err := p.attach(ctx, inst); err != nil {
 		return nil, err
 	}
@@ -237,6 +318,7 @@ func (w *SinkWriter) sendPending(ctx context.Context) {
 func (w *SinkWriter) ack(id uint64) {
 	w.ackMu.Lock()
 	if id > w.acked {
+		w.p.metrics.acked(w.p.name, w.inst.symbol, id-w.acked, atomic.LoadUint64(&w.seqPublished)-id)
 		w.acked = id
 		close(w.ackCh)
 		w.ackCh = make(chan struct{})
@@ -362,18 +444,22 @@ func (p *Plugin) readSource(sub *Subscription, b *binding) {
 		err := b.conn.Recv(func(f transport.Frame) error {
 			switch f.Type {
 			case transport.Data:
-				if f.ID != last+1 {
+				if f.ID <= last {
 					return fmt.Errorf("%w: source %s sent item %d after %d", transport.ErrMalformed, sub.inst.symbol, f.ID, last)
+				}
+				if gap := f.ID - last - 1; gap > 0 {
+					// The plugin skipped sequence numbers: items it counted
+					// never arrived. Say so loudly; the stream goes on.
+					p.logf(b.g.num, "source %s: %d items lost before item %d", sub.inst.symbol, gap, f.ID)
+					p.metrics.addLost(p.name, gap)
 				}
 				last = f.ID
 				sub.seq++
 				b.items.Add(1)
-				select {
-				case sub.c <- Item{Seq: sub.seq, Generation: b.g.num, Data: f.Payload}:
+				// Closed: the source is being stopped; read on to its end of
+				// stream so it can finish.
+				if sub.deliver(Item{Seq: sub.seq, Generation: b.g.num, Data: f.Payload}) {
 					p.metrics.item(p.name, sub.inst.symbol, "out")
-				case <-sub.done:
-					// Closed: the source is being stopped; read on to its end of
-					// stream so it can finish.
 				}
 			case transport.Checkpoint:
 				b.setMark(f.ID)

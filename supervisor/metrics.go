@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plugvisor_queue_depth",
 			Help: "Sink items written but not yet acknowledged."}, []string{"plugin", "symbol"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plugvisor_lost_total",
-			Help: "Items or calls lost by plugvisor. Must stay 0."}, []string{"plugin"}),
+			Help: "Source items that never reached the host (gaps in a stream's sequence numbers). Must stay 0."}, []string{"plugin"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.state, m.generation, m.restarts, m.swaps, m.builds, m.buildSec,
@@ -137,4 +137,19 @@ func (m *metrics) build(plugin string, sec float64, err error) {
 	}
 	m.builds.WithLabelValues(plugin, "succeeded").Inc()
 	m.buildSec.WithLabelValues(plugin).Observe(sec)
+}
+
+func (m *metrics) addLost(plugin string, n uint64) {
+	if m != nil {
+		m.lost.WithLabelValues(plugin).Add(float64(n))
+	}
+}
+
+// acked records n sink items acknowledged and the items still pending.
+func (m *metrics) acked(plugin, symbol string, n, pending uint64) {
+	if m == nil {
+		return
+	}
+	m.counter(m.items, plugin, symbol, "in").Add(float64(n))
+	m.queue.WithLabelValues(plugin, symbol).Set(float64(pending))
 }

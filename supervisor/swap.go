@@ -145,10 +145,7 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 		ck = p.ck
 		rep.AtLeastOce = fmt.Sprintf("generation %d did not drain (%v): its unanswered calls were re-sent or failed, source items after the last checkpoint may repeat, unacknowledged sink items were re-sent", old.num, derr)
 	} else {
-		p.ck = ck
-		if err := p.sup.store.save(p.name, ck); err != nil {
-			p.logf(num, "saving the checkpoint: %v", err)
-		}
+		p.ck = ck // written to disk once the handles resume: fsync stays out of the pause
 	}
 	if ck != nil {
 		rep.StateKeys = ck.scopes.Keys()
@@ -181,6 +178,12 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 	rep.PauseMS = ms(time.Since(pauseStart))
 	rep.Phases.OpenMS = ms(time.Since(t))
 	rep.Generation = ng.num
+
+	if ck != nil && ck == p.ck {
+		if err := p.sup.store.save(p.name, ck); err != nil {
+			p.logf(num, "saving the checkpoint: %v", err)
+		}
+	}
 
 	// 7. Retire N.
 	t = time.Now()
@@ -245,6 +248,8 @@ func (p *Plugin) drain(ctx context.Context, old *generation, insts []*instance) 
 			before := b.items.Load()
 			var err error
 			if inst.kind == transport.KindSource {
+				inst.sub.setDraining(true)
+				defer inst.sub.setDraining(false)
 				if _, err = old.request(ctx, transport.Stop, transport.JSON(transport.StopMsg{Instance: inst.id})); err == nil {
 					select {
 					case <-b.done: // the reader ends at the end of stream, or when the channel is lost

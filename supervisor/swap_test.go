@@ -493,3 +493,89 @@ func TestPipelineAcrossSwaps(t *testing.T) {
 	}
 	t.Logf("%d items, exactly once and in order, over 10 swaps", len(lines))
 }
+
+// metric reads one series from the supervisor's registry (0 if absent).
+func metric(t *testing.T, sup *supervisor.Supervisor, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := sup.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			} else if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// Metrics move with the work, and lost stays 0 across swaps under load.
+func TestMetricsMoveAndLostStaysZero(t *testing.T) {
+	sup := newSup(t)
+	out := filepath.Join(t.TempDir(), "m.jsonl")
+	spec := helperSpec("plugin")
+	spec.Config = map[string]any{"path": out}
+	p, _ := sup.Add("clicks", spec)
+	sub, err := p.Subscribe(ctxT(t, 10*time.Second), "ticks", "m", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := p.OpenSink(ctxT(t, 10*time.Second), "collect", "m", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		call(t, p, "count", `"k"`)
+		for j := 0; j < 100; j++ {
+			<-sub.C()
+			if err := w.Write(ctxT(t, 5*time.Second), []byte("1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reload(t, p, supervisor.ReloadOptions{})
+	}
+	if err := w.Flush(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		"plugvisor_swaps_total":       5,
+		"plugvisor_calls_total":       5,
+		"plugvisor_plugin_generation": 6,
+	}
+	for name, v := range want {
+		if got := metric(t, sup, name, nil); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
+		}
+	}
+	if got := metric(t, sup, "plugvisor_messages_total", map[string]string{"direction": "out"}); got < 500 {
+		t.Errorf("source items counted: %v, want ≥ 500", got)
+	}
+	if got := metric(t, sup, "plugvisor_messages_total", map[string]string{"direction": "in"}); got != 500 {
+		t.Errorf("sink items acknowledged: %v, want 500", got)
+	}
+	if got := metric(t, sup, "plugvisor_lost_total", nil); got != 0 {
+		t.Errorf("lost = %v", got)
+	}
+	if got := metric(t, sup, "plugvisor_plugin_state", map[string]string{"state": "running"}); got != 1 {
+		t.Errorf("running state gauge = %v", got)
+	}
+	_ = sub.Close(ctxT(t, 10*time.Second))
+}
