@@ -115,6 +115,9 @@ func (w *worker) do(ctx context.Context, fn func(context.Context)) error {
 
 // start makes the first spec and hands it to the supervisor.
 func (w *worker) start(ctx context.Context) {
+	// Watch before the first build (a source plugin's package folder until
+	// its watch set is known), so a save made while it builds is not missed.
+	w.setWatches(ctx)
 	spec, _, _, err := w.prepare(ctx, true)
 	w.setWatches(ctx)
 	if err != nil {
