@@ -379,3 +379,60 @@ func TestReportLine(t *testing.T) {
 		t.Fatalf("build failure line: %q", line)
 	}
 }
+
+// The SSE stream of a real daemon delivers build, swap and crash events in
+// the order they happen.
+func TestEventsStreamInOrder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	d := startDaemon(t, "run")
+	base := "http://" + d.addr
+	st := waitRunning(t, base, "clicks", 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	types := make(chan string, 64)
+	go func() {
+		defer close(types)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if ev, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+				types <- ev
+			}
+		}
+	}()
+	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "reload", "clicks"); code != 0 {
+		t.Fatalf("reload: %d %s %s", code, out, errOut)
+	}
+	pid := waitRunning(t, base, "clicks", 30*time.Second).PID
+	if pid == st.PID {
+		t.Fatalf("reload kept pid %d", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"build.started", "build.succeeded", "swap.started", "swap.finished", "plugin.crashed", "plugin.restarted"}
+	var got []string
+	for len(want) > 0 {
+		select {
+		case ev, ok := <-types:
+			if !ok {
+				t.Fatalf("stream ended; got %v, still waiting for %v", got, want)
+			}
+			got = append(got, ev)
+			if ev == want[0] {
+				want = want[1:]
+			}
+		case <-ctx.Done():
+			t.Fatalf("got %v, still waiting for %v in order", got, want)
+		}
+	}
+	cancel()
+	d.stop(t)
+}
