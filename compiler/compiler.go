@@ -188,10 +188,11 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 		return nil, fmt.Errorf("build %s: %w", plugin, wsErr)
 	}
 
-	id, err := hashFile(tmp)
+	sum, err := FileSHA256(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("build %s: read built binary: %w", plugin, err)
 	}
+	id := sum[:12]
 	bin := filepath.Join(dir, plugin+"-"+id)
 	if err := place(tmp, bin); err != nil {
 		return nil, fmt.Errorf("build %s: %w", plugin, err)
@@ -232,7 +233,9 @@ func place(tmp, bin string) error {
 	return nil
 }
 
-func hashFile(path string) (string, error) {
+// FileSHA256 is the hex sha256 of a file's contents; a build id is its
+// first 12 digits.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -242,5 +245,5 @@ func hashFile(path string) (string, error) {
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil))[:12], nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -346,7 +346,7 @@ func (w *worker) setCurrent(binDir, name, bin string) func() {
 // bin/<plugin>/<plugin>-<sha>: the plugin runs from the copy, so the
 // original can be rewritten in place while it runs and a rollback finds it.
 func (w *worker) binarySpec(_ context.Context, file, checksum string) (*supervisor.Spec, float64, bool, error) {
-	sum, err := fileSHA256(file)
+	sum, err := compiler.FileSHA256(file)
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("plugin %q: read binary: %w", w.name, err)
 	}
@@ -366,19 +366,6 @@ func (w *worker) binarySpec(_ context.Context, file, checksum string) (*supervis
 	changed := w.spec == nil || w.spec.Build != id
 	s := w.base(&supervisor.Spec{Path: dst, Build: id, Started: w.setCurrent(binDir, w.name, dst)})
 	return s, 0, changed, nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // copyExecutable copies src to dst through a temp file renamed into place

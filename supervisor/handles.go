@@ -54,41 +54,20 @@ type instance struct {
 
 // binding is an instance opened on one generation.
 type binding struct {
-	g      *generation
-	conn   *transport.Conn
-	done   chan struct{} // reader ended
-	eos    chan struct{} // source: end of stream received
-	items  atomic.Int64  // items read (drain accounting)
-	markMu sync.Mutex
-	mark   uint64
-	markCh chan struct{}
-}
-
-func (b *binding) setMark(id uint64) {
-	b.markMu.Lock()
-	b.mark = id
-	close(b.markCh)
-	b.markCh = make(chan struct{})
-	b.markMu.Unlock()
+	g     *generation
+	conn  *transport.Conn
+	done  chan struct{} // reader ended
+	eos   chan struct{} // source: end of stream received
+	items atomic.Int64  // items read (drain accounting)
+	mark  watermark     // checkpoint markers passed
 }
 
 // waitMark waits until the source's stream passed checkpoint id (or ended).
 func (b *binding) waitMark(ctx context.Context, id uint64) error {
-	for {
-		b.markMu.Lock()
-		m, ch := b.mark, b.markCh
-		b.markMu.Unlock()
-		if m >= id {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-b.done:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("checkpoint marker: %w", ctx.Err())
-		}
+	if err := b.mark.wait(ctx, id, b.done); err != nil && err != errGone {
+		return fmt.Errorf("checkpoint marker: %w", err)
 	}
+	return nil
 }
 
 // Subscription receives a source's items, in order, across swaps.
@@ -230,9 +209,7 @@ type SinkWriter struct {
 	conn         *transport.Conn // nil while paused or no generation serves
 	closed       bool
 
-	ackMu sync.Mutex // never held while sending: acks must always get through
-	acked uint64
-	ackCh chan struct{}
+	acked watermark // the last item the sink acknowledged
 }
 
 type sinkItem struct {
@@ -247,7 +224,7 @@ func (p *Plugin) OpenSink(ctx context.Context, symbol, name string, window int) 
 		window = 1024
 	}
 	inst := &instance{id: "sink/" + symbol + "/" + name, kind: transport.KindSink, symbol: symbol}
-	w := &SinkWriter{p: p, inst: inst, window: window, ackCh: make(chan struct{})}
+	w := &SinkWriter{p: p, inst: inst, window: window}
 	inst.sink = w
 	if err := p.attach(ctx, inst); err != nil {
 		return nil, err
@@ -259,9 +236,7 @@ func (p *Plugin) OpenSink(ctx context.Context, symbol, name string, window int) 
 // accepted by the host's bounded queue; from then on it is delivered.
 func (w *SinkWriter) Write(ctx context.Context, item []byte) error {
 	for {
-		w.ackMu.Lock()
-		acked, ch := w.acked, w.ackCh
-		w.ackMu.Unlock()
+		acked, ch := w.acked.load()
 		w.mu.Lock()
 		if w.closed {
 			w.mu.Unlock()
@@ -316,33 +291,21 @@ func (w *SinkWriter) sendPending(ctx context.Context) {
 }
 
 func (w *SinkWriter) ack(id uint64) {
-	w.ackMu.Lock()
-	if id > w.acked {
-		w.p.metrics.acked(w.p.name, w.inst.symbol, id-w.acked, atomic.LoadUint64(&w.seqPublished)-id)
-		w.acked = id
-		close(w.ackCh)
-		w.ackCh = make(chan struct{})
+	if n := w.acked.raise(id); n > 0 {
+		w.p.metrics.acked(w.p.name, w.inst.symbol, n, atomic.LoadUint64(&w.seqPublished)-id)
 	}
-	w.ackMu.Unlock()
 }
 
 // waitAcked waits until every item up to seq is acknowledged.
 func (w *SinkWriter) waitAcked(ctx context.Context, seq uint64, b *binding) error {
-	for {
-		w.ackMu.Lock()
-		acked, ch := w.acked, w.ackCh
-		w.ackMu.Unlock()
-		if acked >= seq {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-b.done:
-			return fmt.Errorf("sink %s.%s: channel lost before the barrier was acknowledged", w.p.name, w.inst.symbol)
-		case <-ctx.Done():
-			return fmt.Errorf("%w: sink %s.%s acknowledged %d of %d items", ErrDrainTimeout, w.p.name, w.inst.symbol, acked, seq)
-		}
+	switch err := w.acked.wait(ctx, seq, b.done); {
+	case err == errGone:
+		return fmt.Errorf("sink %s.%s: channel lost before the barrier was acknowledged", w.p.name, w.inst.symbol)
+	case err != nil:
+		acked, _ := w.acked.load()
+		return fmt.Errorf("%w: sink %s.%s acknowledged %d of %d items", ErrDrainTimeout, w.p.name, w.inst.symbol, acked, seq)
 	}
+	return nil
 }
 
 // Flush waits until every item written so far is collected by the sink.
@@ -350,19 +313,10 @@ func (w *SinkWriter) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	seq := w.seq
 	w.mu.Unlock()
-	for {
-		w.ackMu.Lock()
-		acked, ch := w.acked, w.ackCh
-		w.ackMu.Unlock()
-		if acked >= seq {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("flush sink %s.%s: %w", w.p.name, w.inst.symbol, ctx.Err())
-		}
+	if err := w.acked.wait(ctx, seq, nil); err != nil {
+		return fmt.Errorf("flush sink %s.%s: %w", w.p.name, w.inst.symbol, err)
 	}
+	return nil
 }
 
 // Close flushes nothing: it stops the sink instance. Call Flush first to
@@ -380,9 +334,7 @@ func (w *SinkWriter) Close(ctx context.Context) error {
 
 // Pending counts items written but not yet acknowledged.
 func (w *SinkWriter) Pending() int {
-	w.ackMu.Lock()
-	acked := w.acked
-	w.ackMu.Unlock()
+	acked, _ := w.acked.load()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return int(w.seq - min(acked, w.seq))
@@ -399,7 +351,7 @@ func (p *Plugin) bindInstance(ctx context.Context, g *generation, inst *instance
 	if err != nil {
 		return err
 	}
-	b := &binding{g: g, conn: conn, done: make(chan struct{}), eos: make(chan struct{}), markCh: make(chan struct{})}
+	b := &binding{g: g, conn: conn, done: make(chan struct{}), eos: make(chan struct{})}
 	if err := g.open(ctx, transport.OpenMsg{Instance: inst.id, Kind: inst.kind, Symbol: inst.symbol, Address: conn.Addr()}); err != nil {
 		conn.Close()
 		return fmt.Errorf("open %s %s: %w", inst.kind, inst.symbol, err)
@@ -422,9 +374,7 @@ func (w *SinkWriter) resume(ctx context.Context, b *binding, resend bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if resend {
-		w.ackMu.Lock()
-		w.sent = w.acked
-		w.ackMu.Unlock()
+		w.sent, _ = w.acked.load()
 	}
 	w.conn = b.conn
 	w.sendPending(ctx)
@@ -462,7 +412,7 @@ func (p *Plugin) readSource(sub *Subscription, b *binding) {
 					p.metrics.item(p.name, sub.inst.symbol, "out")
 				}
 			case transport.Checkpoint:
-				b.setMark(f.ID)
+				b.mark.raise(f.ID)
 			case transport.EOS:
 				if len(f.Payload) > 0 {
 					p.logf(b.g.num, "source %s ended: %s", sub.inst.symbol, transport.ErrorText(f))
@@ -484,7 +434,10 @@ func (p *Plugin) readSource(sub *Subscription, b *binding) {
 	}
 }
 
-var errEOS = errors.New("end of stream")
+var (
+	errEOS  = errors.New("end of stream")
+	errGone = errors.New("channel gone")
+)
 
 func (p *Plugin) readSinkAcks(w *SinkWriter, b *binding) {
 	defer close(b.done)

@@ -269,9 +269,7 @@ func (p *Plugin) drain(ctx context.Context, old *generation, insts []*instance) 
 			w.mu.Lock()
 			sent := w.sent
 			w.mu.Unlock()
-			w.ackMu.Lock()
-			acked := w.acked
-			w.ackMu.Unlock()
+			acked, _ := w.acked.load()
 			if sent > acked {
 				err = b.conn.Send(ctx, transport.Frame{Type: transport.Barrier, ID: sent})
 				if err == nil {
