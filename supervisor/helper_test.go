@@ -165,7 +165,7 @@ func (c *collect) Close(sdk.Context) error { return c.f.Close() }
 
 func runHelper(mode string) int {
 	env, ok := sdk.EnvFromOS()
-	if !ok && mode != "host" {
+	if !ok && !strings.HasPrefix(mode, "host") {
 		fmt.Fprintln(os.Stderr, "helper: no plugvisor environment")
 		return 2
 	}
@@ -184,7 +184,10 @@ func runHelper(mode string) int {
 		select {} // never dials: the start deadline must kill it
 	case "hang-restore":
 		p := helperPlugin()
-		p.Migrate = func(string, map[string][]byte) (map[string][]byte, error) { select {} }
+		p.Migrate = func(string, map[string][]byte) (map[string][]byte, error) {
+			fmt.Fprintln(os.Stderr, "migrating: pid", os.Getpid())
+			select {}
+		}
 		p.StateVersion = "2"
 		return serve(p, env)
 	case "bad-signature":
@@ -206,6 +209,8 @@ func runHelper(mode string) int {
 		return rawPlugin(mode, env)
 	case "host":
 		return runHost()
+	case "host-swap":
+		return runHostSwap()
 	}
 	fmt.Fprintln(os.Stderr, "helper: unknown mode", mode)
 	return 2
@@ -278,6 +283,44 @@ func runHost() int {
 	}
 	fmt.Println("PID", p.Status().PID)
 	select {}
+}
+
+// runHostSwap is a host that gets killed in the middle of a swap: three
+// counts checkpointed, then a swap that hangs in restore; it prints the
+// pids of both generations and waits.
+func runHostSwap() int {
+	sup, err := supervisor.New(supervisor.Options{StateDir: os.Getenv("PV_TEST_STATE"), RestoreTimeout: time.Minute})
+	if err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	p, _ := sup.Add("clicks", helperSpec("plugin"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if _, err := p.Call(ctx, "count", []byte(`"k"`)); err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
+	}
+	if err := p.Checkpoint(ctx); err != nil {
+		fmt.Println("ERR", err)
+		return 1
+	}
+	old := p.Status().PID
+	spec := helperSpec("hang-restore")
+	go func() { _, _ = p.Reload(context.Background(), supervisor.ReloadOptions{Spec: &spec}) }()
+	for ctx.Err() == nil {
+		for _, l := range p.Logs(0) {
+			if n, ok := strings.CutPrefix(l.Line, "migrating: pid "); ok {
+				fmt.Println("PIDS", old, n)
+				select {}
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // a helper process polling its own log; not a test's synchronisation
+	}
+	fmt.Println("ERR no migrating line")
+	return 1
 }
 
 func helperSpec(mode string, env ...string) supervisor.Spec {

@@ -1,10 +1,12 @@
 package supervisor_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -578,4 +580,86 @@ func TestMetricsMoveAndLostStaysZero(t *testing.T) {
 		t.Errorf("running state gauge = %v", got)
 	}
 	_ = sub.Close(ctxT(t, 10*time.Second))
+}
+
+// newPID finds the pid the hang-restore plugin logs once it is restoring.
+func restoringPID(t *testing.T, p *supervisor.Plugin) int {
+	t.Helper()
+	pid := 0
+	waitFor(t, "the new generation to restore", 15*time.Second, func() bool {
+		for _, l := range p.Logs(0) {
+			if n, ok := strings.CutPrefix(l.Line, "migrating: pid "); ok {
+				pid, _ = strconv.Atoi(n)
+			}
+		}
+		return pid != 0
+	})
+	return pid
+}
+
+// kill -9 of the new generation while it restores: the swap rolls back at
+// once, the old generation serves on with its state.
+func TestSwapNewKilledDuringRestore(t *testing.T) {
+	sup := newSup(t, func(o *supervisor.Options) { o.RestoreTimeout = time.Minute })
+	p, _ := sup.Add("clicks", helperSpec("plugin"))
+	call(t, p, "count", `"k"`)
+	old := p.Status().PID
+	spec := helperSpec("hang-restore")
+	res := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := p.Reload(context.Background(), supervisor.ReloadOptions{Spec: &spec})
+		res <- err
+	}()
+	pid := restoringPID(t, p)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-res
+	if !errors.Is(err, supervisor.ErrSwapFailed) || !strings.Contains(err.Error(), "crashed") {
+		t.Fatalf("reload: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("rollback took %s: it waited for the deadline instead of the death", d)
+	}
+	if got := call(t, p, "count", `"k"`); got != "2" {
+		t.Fatalf("count = %s, want 2", got)
+	}
+	if p.Status().PID != old || !alive(old) || alive(pid) {
+		t.Fatalf("want the old generation %d alone alive (new was %d)", old, pid)
+	}
+}
+
+// kill -9 of the host in the middle of a swap: both generations die with
+// it, and a new host resumes from the last checkpoint.
+func TestHostKilledMidSwap(t *testing.T) {
+	state, err := os.MkdirTemp("", "pvks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), modeEnv+"=host-swap", "PV_TEST_STATE="+state)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	var oldPID, newPID int
+	if _, serr := fmt.Sscanf(line, "PIDS %d %d", &oldPID, &newPID); err != nil || serr != nil {
+		t.Fatalf("host said %q: %v %v", line, err, serr)
+	}
+	if !alive(oldPID) || !alive(newPID) {
+		t.Fatal("both generations should run mid-swap")
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	waitFor(t, "both generations to die with the host", 2*time.Second, func() bool { return !alive(oldPID) && !alive(newPID) })
+	sup := newSup(t, func(o *supervisor.Options) { o.StateDir = state })
+	p, _ := sup.Add("clicks", helperSpec("plugin"))
+	if got := call(t, p, "count", `"k"`); got != "4" {
+		t.Fatalf("after the host restart count = %s, want 4", got)
+	}
 }
