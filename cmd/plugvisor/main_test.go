@@ -91,9 +91,15 @@ type child struct {
 // and waits for its API address; cleanup kills it if the test did not stop it.
 func startDaemon(t *testing.T, mode string) *child {
 	t.Helper()
-	dir := t.TempDir()
 	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
-	cfg := fmt.Sprintf("[supervisor]\napi = \"127.0.0.1:0\"\n\n[plugins.clicks]\ndriver = %q\n", clicks)
+	return startDaemonWith(t, mode, fmt.Sprintf("[plugins.clicks]\ndriver = %q\n", clicks))
+}
+
+// startDaemonWith runs the daemon on a config of the given plugin tables.
+func startDaemonWith(t *testing.T, mode, plugins string) *child {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := "[supervisor]\napi = \"127.0.0.1:0\"\n\n" + plugins
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -252,12 +258,9 @@ func waitRunning(t *testing.T, base, plugin string, limit time.Duration) supervi
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			last = string(body)
-			var st struct {
-				State string
-				PID   int
-			}
+			var st supervisor.Status
 			if json.Unmarshal(body, &st) == nil && st.State == supervisor.StateRunning && st.PID > 0 {
-				return supervisor.Status{State: st.State, PID: st.PID}
+				return st
 			}
 		}
 		if time.Now().After(deadline) {
@@ -434,5 +437,52 @@ func TestEventsStreamInOrder(t *testing.T) {
 		}
 	}
 	cancel()
+	d.stop(t)
+}
+
+// The scaffold of `plugvisor new` hot-reloads as is: edit, save, the new
+// code serves with its state.
+func TestNewScaffoldHotReloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	dir := t.TempDir()
+	if out, errOut, code := cli(t, nil, "new", "demo", "--dir", dir, "--sdk", repoRoot(t)); code != 0 {
+		t.Fatalf("new demo: %d\n%s%s", code, out, errOut)
+	}
+	target := filepath.Join(dir, "demo")
+	d := startDaemonWith(t, "dev", fmt.Sprintf("[plugins.demo]\ndriver = %q\n", target))
+	base := "http://" + d.addr
+	waitRunning(t, base, "demo", 90*time.Second)
+	env := []string{"PLUGVISOR_API=" + d.addr}
+	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
+		t.Fatalf("call: %d %q %s", code, out, errOut)
+	}
+	main := filepath.Join(target, "main.go")
+	src, err := os.ReadFile(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(src), `"hello, %s (#%d)"`, `"hi, %s (#%d)"`, 1)
+	if edited == string(src) {
+		t.Fatal("the scaffold's greeting changed; update this test")
+	}
+	if err := os.WriteFile(main, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := waitRunning(t, base, "demo", 30*time.Second)
+		if st.Generation >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no swap after the edit: %+v\n%s", st, d.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the daemon's status; the swap is what we wait for
+	}
+	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hi, world (#2)"` {
+		t.Fatalf("call after the edit: %d %q %s", code, out, errOut)
+	}
 	d.stop(t)
 }
