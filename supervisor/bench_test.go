@@ -3,6 +3,7 @@ package supervisor_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -28,7 +29,7 @@ func benchPlugin(b *testing.B) *supervisor.Plugin {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = sup.Close(context.Background()) })
-	p, _ := sup.Add("bench", helperSpec("plugin"))
+	p, _ := sup.Add("bench", helperSpec("plugin", "PV_TEST_CPUPROFILE", os.Getenv("PV_BENCH_PLUGIN_PROFILE")))
 	if _, err := p.Call(context.Background(), "echo", payload64); err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,6 +173,12 @@ func runHelper(mode string) int {
 	env.ExitOnPanic, env.WatchParent = true, true
 	switch mode {
 	case "plugin":
+		if path := os.Getenv("PV_TEST_CPUPROFILE"); path != "" {
+			f, err := os.Create(path)
+			if err == nil && pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
 		if err := sdk.ServeEnv(context.Background(), helperPlugin(), env); err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			return 1

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -304,6 +305,9 @@ func (c *Conn) writer() {
 			c.fail(ErrClosed)
 			return
 		}
+		// Let goroutines that are about to send (the rest of a burst of
+		// call results, say) run first, so they leave in this message.
+		runtime.Gosched()
 		c.mu.Lock()
 		for c.n > 0 && !c.writing { // an inline sender signals again when done
 			var body []byte
