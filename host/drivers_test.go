@@ -306,3 +306,30 @@ func TestCommandPlugin(t *testing.T) {
 		t.Errorf("count after restart: %s, %v (want 2: state kept)", out, err)
 	}
 }
+
+// A remote driver with an update interval picks up a new commit by itself.
+func TestRemoteUpdateInterval(t *testing.T) {
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "remote.git")
+	work := filepath.Join(dir, "work")
+	must(t, os.MkdirAll(bare, 0o755))
+	git(t, bare, "init", "-q", "--bare", "-b", "main")
+	writeModule(t, work, "u1")
+	git(t, work, "init", "-q", "-b", "main")
+	git(t, work, "add", ".")
+	git(t, work, "commit", "-q", "-m", "u1")
+	git(t, work, "push", "-q", bare, "main")
+
+	hs := startHost(t, dir, supervisorTOML("")+"[plugins.plug]\ndriver = \"git::file://"+bare+"\"\nupdate = \"200ms\"\n"+buildEnv, Options{})
+	if got := hs.call("plug", "version"); got != `"u1"` {
+		t.Fatalf("version = %s", got)
+	}
+	m := hs.rec.mark()
+	writeFile(t, filepath.Join(work, "version.go"), versionGo("u2"))
+	git(t, work, "commit", "-q", "-am", "u2")
+	git(t, work, "push", "-q", bare, "main")
+	hs.rec.waitFor(t, m, supervisor.EventSwapFinished, "plug")
+	if got := hs.call("plug", "version"); got != `"u2"` {
+		t.Fatalf("after the update interval version = %s, want u2", got)
+	}
+}
