@@ -320,7 +320,7 @@ func statusOf(err error) int {
 	// The old generation keeps serving: the request conflicts with the
 	// plugin's current state rather than failing the server.
 	case errors.Is(err, supervisor.ErrSwapFailed), errors.Is(err, supervisor.ErrSwapInProgress),
-		errors.Is(err, supervisor.ErrDrainTimeout), errors.Is(err, supervisor.ErrStateIncompatib),
+		errors.Is(err, supervisor.ErrDrainTimeout), errors.Is(err, supervisor.ErrStateIncompatible),
 		errors.Is(err, supervisor.ErrStartFailed):
 		return http.StatusConflict
 	case errors.Is(err, supervisor.ErrStopped), errors.Is(err, supervisor.ErrNotRunning):

@@ -284,7 +284,7 @@ func (p *Plugin) restoreAndOpen(ctx context.Context, g *generation, ck *checkpoi
 	if ck != nil && len(ck.scopes) > 0 {
 		if ck.meta.FromStateVersion != g.man.StateVersion && !g.man.Migrate {
 			return fmt.Errorf("%w: the saved state has state version %q, %s %s reads %q and has no Migrate hook",
-				ErrStateIncompatib, ck.meta.FromStateVersion, g.man.Name, g.man.Version, g.man.StateVersion)
+				ErrStateIncompatible, ck.meta.FromStateVersion, g.man.Name, g.man.Version, g.man.StateVersion)
 		}
 		rctx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
 		_, err := g.request(rctx, transport.Restore, transport.RestorePayload(ck.meta, ck.scopes))

@@ -53,18 +53,18 @@ type Symbols struct {
 // Report describes one swap (or a failed attempt), the body of
 // POST /plugins/{name}/reload and Status.LastReload.
 type Report struct {
-	Generation int       `json:"generation"` // the generation serving afterwards
-	From       int       `json:"from"`       // the generation replaced
-	BuildMS    float64   `json:"build_ms"`
-	SwapMS     float64   `json:"swap_ms"`  // start of the new generation to retirement of the old
-	PauseMS    float64   `json:"pause_ms"` // handles paused: the extra latency a call could see
-	Drained    int       `json:"drained"`  // calls answered, source items read and sink items acknowledged while draining
-	StateKeys  int       `json:"state_keys"`
-	Phases     Phases    `json:"phases"`
-	Forced     bool      `json:"forced,omitempty"`
-	AtLeastOce string    `json:"at_least_once,omitempty"` // what may have been delivered twice, when a drain could not finish
-	Error      string    `json:"error,omitempty"`
-	At         time.Time `json:"at"`
+	Generation  int       `json:"generation"` // the generation serving afterwards
+	From        int       `json:"from"`       // the generation replaced
+	BuildMS     float64   `json:"build_ms"`
+	SwapMS      float64   `json:"swap_ms"`  // start of the new generation to retirement of the old
+	PauseMS     float64   `json:"pause_ms"` // handles paused: the extra latency a call could see
+	Drained     int       `json:"drained"`  // calls answered, source items read and sink items acknowledged while draining
+	StateKeys   int       `json:"state_keys"`
+	Phases      Phases    `json:"phases"`
+	Forced      bool      `json:"forced,omitempty"`
+	AtLeastOnce string    `json:"at_least_once,omitempty"` // what may have been delivered twice, when a drain could not finish
+	Error       string    `json:"error,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // Phases splits a swap's duration, in milliseconds.
@@ -99,16 +99,16 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // Errors callers can test with errors.Is.
 var (
-	ErrUnknownPlugin   = errors.New("no such plugin")
-	ErrUnknownSymbol   = errors.New("no such symbol")
-	ErrStopped         = errors.New("plugin stopped")
-	ErrCrashed         = errors.New("plugin crashed")
-	ErrSwapFailed      = errors.New("swap failed")
-	ErrSwapInProgress  = errors.New("a swap is in progress")
-	ErrNotRunning      = errors.New("plugin is not running")
-	ErrStartFailed     = errors.New("plugin failed to start")
-	ErrDrainTimeout    = errors.New("drain timed out")
-	ErrStateIncompatib = errors.New("state version incompatible")
+	ErrUnknownPlugin     = errors.New("no such plugin")
+	ErrUnknownSymbol     = errors.New("no such symbol")
+	ErrStopped           = errors.New("plugin stopped")
+	ErrCrashed           = errors.New("plugin crashed")
+	ErrSwapFailed        = errors.New("swap failed")
+	ErrSwapInProgress    = errors.New("a swap is in progress")
+	ErrNotRunning        = errors.New("plugin is not running")
+	ErrStartFailed       = errors.New("plugin failed to start")
+	ErrDrainTimeout      = errors.New("drain timed out")
+	ErrStateIncompatible = errors.New("state version incompatible")
 )
 
 // CallError is an error returned by the plugin's function itself (HTTP 422).

@@ -143,7 +143,7 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 	}
 	if ck == nil {
 		ck = p.ck
-		rep.AtLeastOce = fmt.Sprintf("generation %d did not drain (%v): its unanswered calls were re-sent or failed, source items after the last checkpoint may repeat, unacknowledged sink items were re-sent", old.num, derr)
+		rep.AtLeastOnce = fmt.Sprintf("generation %d did not drain (%v): its unanswered calls were re-sent or failed, source items after the last checkpoint may repeat, unacknowledged sink items were re-sent", old.num, derr)
 	} else {
 		p.ck = ck // written to disk once the handles resume: fsync stays out of the pause
 	}
@@ -217,7 +217,7 @@ func (p *Plugin) compatible(old, ng *generation) error {
 	}
 	if old.man.StateVersion != ng.man.StateVersion && !ng.man.Migrate {
 		return fmt.Errorf("%w: %s %s has state version %q, the running %s has %q, and it has no Migrate hook",
-			ErrStateIncompatib, ng.man.Name, ng.man.Version, ng.man.StateVersion, old.man.Version, old.man.StateVersion)
+			ErrStateIncompatible, ng.man.Name, ng.man.Version, ng.man.StateVersion, old.man.Version, old.man.StateVersion)
 	}
 	return nil
 }

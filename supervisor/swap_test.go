@@ -239,7 +239,7 @@ func TestSwapMigrate(t *testing.T) {
 	// Without a hook, another state version is refused before any pause.
 	v2 := helperSpec("plugin", "PV_TEST_STATE_VERSION", "2", "PV_TEST_VERSION", "2.0.0")
 	rep, err := p.Reload(ctxT(t, 20*time.Second), supervisor.ReloadOptions{Spec: &v2})
-	if !errors.Is(err, supervisor.ErrStateIncompatib) || rep.PauseMS != 0 {
+	if !errors.Is(err, supervisor.ErrStateIncompatible) || rep.PauseMS != 0 {
 		t.Fatalf("incompatible state: err %v, pause %v", err, rep.PauseMS)
 	}
 	// With one, v2 reads v1's state through it (this hook doubles counters).
@@ -288,7 +288,7 @@ func TestSwapOldKilledDuringDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := <-swapped
-	if rep == nil || rep.AtLeastOce == "" {
+	if rep == nil || rep.AtLeastOnce == "" {
 		t.Fatalf("report does not say what may repeat: %+v", rep)
 	}
 	if err := <-slow; !errors.Is(err, supervisor.ErrCrashed) {
@@ -321,7 +321,7 @@ func TestSwapDrainTimeoutAndForce(t *testing.T) {
 	go func() { _, err := p.Call(context.Background(), "sleep", []byte("3000")); slow <- err }()
 	waitFor(t, "a call in flight", 5*time.Second, func() bool { return p.Status().InFlight == 1 })
 	rep, err := p.Reload(ctxT(t, 20*time.Second), supervisor.ReloadOptions{Force: true})
-	if err != nil || !rep.Forced || rep.AtLeastOce == "" {
+	if err != nil || !rep.Forced || rep.AtLeastOnce == "" {
 		t.Fatalf("forced reload: %+v %v", rep, err)
 	}
 	if err := <-slow; err != nil {

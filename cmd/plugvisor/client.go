@@ -112,16 +112,16 @@ type status struct {
 
 // report is a swap report (supervisor.Report as JSON).
 type report struct {
-	Generation int     `json:"generation"`
-	From       int     `json:"from"`
-	BuildMS    float64 `json:"build_ms"`
-	SwapMS     float64 `json:"swap_ms"`
-	PauseMS    float64 `json:"pause_ms"`
-	Drained    int     `json:"drained"`
-	StateKeys  int     `json:"state_keys"`
-	Forced     bool    `json:"forced"`
-	AtLeastOce string  `json:"at_least_once"`
-	Error      string  `json:"error"`
+	Generation  int     `json:"generation"`
+	From        int     `json:"from"`
+	BuildMS     float64 `json:"build_ms"`
+	SwapMS      float64 `json:"swap_ms"`
+	PauseMS     float64 `json:"pause_ms"`
+	Drained     int     `json:"drained"`
+	StateKeys   int     `json:"state_keys"`
+	Forced      bool    `json:"forced"`
+	AtLeastOnce string  `json:"at_least_once"`
+	Error       string  `json:"error"`
 }
 
 // reportLine is the one-line summary of a swap, shared by reload and dev:
@@ -135,8 +135,8 @@ func reportLine(plugin string, r report) string {
 	fmt.Fprintf(&b, " swap %s pause %s drained %d state keys %d", ms(r.SwapMS), ms(r.PauseMS), r.Drained, r.StateKeys)
 	if r.Forced {
 		b.WriteString(" (forced")
-		if r.AtLeastOce != "" {
-			b.WriteString("; at least once: " + r.AtLeastOce)
+		if r.AtLeastOnce != "" {
+			b.WriteString("; at least once: " + r.AtLeastOnce)
 		}
 		b.WriteString(")")
 	}

@@ -196,7 +196,7 @@ func devLine(e supervisor.Event) string {
 		}
 		r := e.Report
 		return reportLine(e.Plugin, report{Generation: r.Generation, From: r.From, BuildMS: r.BuildMS, SwapMS: r.SwapMS,
-			PauseMS: r.PauseMS, Drained: r.Drained, StateKeys: r.StateKeys, Forced: r.Forced, AtLeastOce: r.AtLeastOce})
+			PauseMS: r.PauseMS, Drained: r.Drained, StateKeys: r.StateKeys, Forced: r.Forced, AtLeastOnce: r.AtLeastOnce})
 	case supervisor.EventBuildFailed:
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s: build failed (the running version keeps serving):", e.Plugin)
