@@ -3,6 +3,7 @@ package transport
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -21,8 +22,17 @@ func (s Scopes) Keys() int {
 
 // AppendState encodes s: u32 scope count, then per scope u16 name length,
 // name, u32 key count, then per key u32 length, key, u32 length, value.
-// Scopes and keys are sorted so equal states encode equally.
+// Scopes are sorted; keys are not (sorting 100k keys would lengthen a
+// swap's pause for nothing: readers build maps).
 func AppendState(dst []byte, s Scopes) []byte {
+	size := 4
+	for n, kv := range s {
+		size += 6 + len(n)
+		for k, v := range kv {
+			size += 8 + len(k) + len(v)
+		}
+	}
+	dst = slices.Grow(dst, size)
 	names := make([]string, 0, len(s))
 	for n := range s {
 		names = append(names, n)
@@ -33,23 +43,19 @@ func AppendState(dst []byte, s Scopes) []byte {
 		kv := s[n]
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(n)))
 		dst = append(dst, n...)
-		keys := make([]string, 0, len(kv))
-		for k := range kv {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(keys)))
-		for _, k := range keys {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(kv)))
+		for k, v := range kv {
 			dst = binary.BigEndian.AppendUint32(dst, uint32(len(k)))
 			dst = append(dst, k...)
-			dst = binary.BigEndian.AppendUint32(dst, uint32(len(kv[k])))
-			dst = append(dst, kv[k]...)
+			dst = binary.BigEndian.AppendUint32(dst, uint32(len(v)))
+			dst = append(dst, v...)
 		}
 	}
 	return dst
 }
 
-// ParseState decodes a state blob. Values are copied, so b may be reused.
+// ParseState decodes a state blob. Values alias b (one big allocation
+// instead of one per key), so b must not be reused afterwards.
 func ParseState(b []byte) (Scopes, error) {
 	r := reader{b: b}
 	n := r.u32()
@@ -61,7 +67,7 @@ func ParseState(b []byte) (Scopes, error) {
 		for j := uint32(0); j < keys && r.err == nil; j++ {
 			k := string(r.bytes(int(r.u32())))
 			v := r.bytes(int(r.u32()))
-			kv[k] = append([]byte(nil), v...)
+			kv[k] = v[:len(v):len(v)] // capped: an append never writes into b
 		}
 		s[name] = kv
 	}
