@@ -9,7 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) {
+	// The supervisor's spawner thread lives as long as the process, by design.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"))
+}
 
 // The embedding example builds (this test compiles it) and runs: it hosts
 // the clicks example, built from source, and its calls count up.
