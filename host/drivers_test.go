@@ -131,17 +131,33 @@ func git(t testing.TB, dir string, args ...string) {
 // TestRemoteDriver fetches a Go plugin from a bare git repository, builds
 // and serves it, serves a new commit after Reload, and refuses a commit
 // with a symlink escaping the folder while the old build serves on.
-func TestRemoteDriver(t *testing.T) {
-	dir := t.TempDir()
-	bare := filepath.Join(dir, "remote.git")
-	work := filepath.Join(dir, "work")
+// remoteRepo makes a bare git repository in dir holding a plugin module
+// at version, and the work tree that pushes to it.
+func remoteRepo(t *testing.T, dir, version string) (bare, work string) {
+	t.Helper()
+	bare = filepath.Join(dir, "remote.git")
+	work = filepath.Join(dir, "work")
 	must(t, os.MkdirAll(bare, 0o755))
 	git(t, bare, "init", "-q", "--bare", "-b", "main")
-	writeModule(t, work, "r1")
+	writeModule(t, work, version)
 	git(t, work, "init", "-q", "-b", "main")
 	git(t, work, "add", ".")
-	git(t, work, "commit", "-q", "-m", "r1")
+	git(t, work, "commit", "-q", "-m", version)
 	git(t, work, "push", "-q", bare, "main")
+	return bare, work
+}
+
+// push commits a new version in work and pushes it to bare.
+func push(t *testing.T, bare, work, version string) {
+	t.Helper()
+	writeFile(t, filepath.Join(work, "version.go"), versionGo(version))
+	git(t, work, "commit", "-q", "-am", version)
+	git(t, work, "push", "-q", bare, "main")
+}
+
+func TestRemoteDriver(t *testing.T) {
+	dir := t.TempDir()
+	bare, work := remoteRepo(t, dir, "r1")
 
 	hs := startHost(t, dir, supervisorTOML("")+"[plugins.plug]\ndriver = \"git::file://"+bare+"\"\n"+buildEnv, Options{})
 	if got := hs.call("plug", "version"); got != `"r1"` {
@@ -151,9 +167,7 @@ func TestRemoteDriver(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 
-	writeFile(t, filepath.Join(work, "version.go"), versionGo("r2"))
-	git(t, work, "commit", "-q", "-am", "r2")
-	git(t, work, "push", "-q", bare, "main")
+	push(t, bare, work, "r2")
 	rep, err := hs.h.Reload(ctx, "plug", false)
 	if err != nil {
 		t.Fatalf("reload: %v", err)
@@ -310,24 +324,14 @@ func TestCommandPlugin(t *testing.T) {
 // A remote driver with an update interval picks up a new commit by itself.
 func TestRemoteUpdateInterval(t *testing.T) {
 	dir := t.TempDir()
-	bare := filepath.Join(dir, "remote.git")
-	work := filepath.Join(dir, "work")
-	must(t, os.MkdirAll(bare, 0o755))
-	git(t, bare, "init", "-q", "--bare", "-b", "main")
-	writeModule(t, work, "u1")
-	git(t, work, "init", "-q", "-b", "main")
-	git(t, work, "add", ".")
-	git(t, work, "commit", "-q", "-m", "u1")
-	git(t, work, "push", "-q", bare, "main")
+	bare, work := remoteRepo(t, dir, "u1")
 
 	hs := startHost(t, dir, supervisorTOML("")+"[plugins.plug]\ndriver = \"git::file://"+bare+"\"\nupdate = \"200ms\"\n"+buildEnv, Options{})
 	if got := hs.call("plug", "version"); got != `"u1"` {
 		t.Fatalf("version = %s", got)
 	}
 	m := hs.rec.mark()
-	writeFile(t, filepath.Join(work, "version.go"), versionGo("u2"))
-	git(t, work, "commit", "-q", "-am", "u2")
-	git(t, work, "push", "-q", bare, "main")
+	push(t, bare, work, "u2")
 	hs.rec.waitFor(t, m, supervisor.EventSwapFinished, "plug")
 	if got := hs.call("plug", "version"); got != `"u2"` {
 		t.Fatalf("after the update interval version = %s, want u2", got)
