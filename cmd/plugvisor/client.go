@@ -170,7 +170,19 @@ func clientCommands() []*cobra.Command {
 		}
 		return c
 	}
-	connect := func() (*client, error) { return newClient(api) }
+	// withClient gives a client command its API client and a context that
+	// ends on SIGINT/SIGTERM.
+	withClient := func(fn func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(api)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			return fn(ctx, c, cmd, args)
+		}
+	}
 
 	statusCmd := &cobra.Command{
 		Use:   "status [NAME]",
@@ -178,13 +190,7 @@ func clientCommands() []*cobra.Command {
 		Long: `Show every plugin of the running daemon as a table, or one plugin with its
 symbols and last reload. --json prints the API's objects.`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
+		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
 			path := "/plugins"
 			if len(args) == 1 {
 				path += "/" + url.PathEscape(args[0])
@@ -209,7 +215,7 @@ symbols and last reload. --json prints the API's objects.`,
 			}
 			printStatus(out, list, len(args) == 1)
 			return nil
-		},
+		}),
 	}
 
 	var force, async bool
@@ -221,13 +227,7 @@ new generation, keeping its state; it waits for the swap and prints its report.
 --force replaces a generation whose drain times out (its unanswered work goes
 to the new one, at least once). --async returns at once.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
+		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
 			q := url.Values{}
 			if force {
 				q.Set("force", "1")
@@ -241,7 +241,7 @@ to the new one, at least once). --async returns at once.`,
 			}
 			data, _, err := c.do(ctx, "POST", path, nil)
 			return printReport(cmd.OutOrStdout(), args[0], data, err, asJSON, async)
-		},
+		}),
 	}
 	reloadCmd.Flags().BoolVar(&force, "force", false, "replace the old generation even if its drain times out")
 	reloadCmd.Flags().BoolVar(&async, "async", false, "start the reload and return without waiting")
@@ -251,16 +251,10 @@ to the new one, at least once). --async returns at once.`,
 		Short: "Swap a plugin back to its previous build",
 		Long:  `Rollback swaps the plugin back to the build before the current one (plugvisor keeps the last few builds), keeping its state.`,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
+		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
 			data, _, err := c.do(ctx, "POST", "/plugins/"+url.PathEscape(args[0])+"/rollback", nil)
 			return printReport(cmd.OutOrStdout(), args[0], data, err, asJSON, false)
-		},
+		}),
 	}
 
 	var n int
@@ -269,13 +263,7 @@ to the new one, at least once). --async returns at once.`,
 		Short: "Print a plugin's last output lines",
 		Long:  `Logs prints the plugin's last captured stdout and stderr lines (and plugvisor's own notes about it), oldest first.`,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
+		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
 			data, _, err := c.do(ctx, "GET", fmt.Sprintf("/plugins/%s/logs?n=%d", url.PathEscape(args[0]), n), nil)
 			if err != nil {
 				return err
@@ -297,7 +285,7 @@ to the new one, at least once). --async returns at once.`,
 				fmt.Fprintf(out, "%s gen %d %s: %s\n", l.At.Local().Format("15:04:05.000"), l.Generation, l.Stream, l.Line)
 			}
 			return nil
-		},
+		}),
 	}
 	logsCmd.Flags().IntVarP(&n, "lines", "n", 100, "how many lines")
 
@@ -327,7 +315,7 @@ from stdin. An error the function returned is printed and exits 1.`,
 					return fmt.Errorf("the input %q is not JSON (quote strings: '\"a\"')", input)
 				}
 			}
-			c, err := connect()
+			c, err := newClient(api)
 			if err != nil {
 				return err
 			}
