@@ -25,10 +25,12 @@ test-python:
 	cd sdk/python && python3 -m unittest discover -s tests -t . -q
 
 # Benchmarks (testing.B): call round trip, pipelined calls, source stream,
-# swap pause by state size; the Python SDK next to the Go SDK; builds.
+# swap pause by state size; the Python SDK next to the Go SDK; builds;
+# then the bench command's table against the clicks example.
 # Run ../shared/anchors/ipcbench/run.sh beside it for the baselines.
-bench:
+bench: build
 	$(GO) test -run '^$$' -bench . -count 1 ./supervisor/ ./sdk/python/ ./compiler/
+	./bin/plugvisor bench
 
 soak:
 	PLUGVISOR_SOAK=1000 $(GO) test -run 'TestSoak' -count=1 -timeout 30m -v ./supervisor/

@@ -486,3 +486,20 @@ func TestNewScaffoldHotReloads(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// plugvisor bench measures a real plugin and prints its table.
+func TestBenchCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
+	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3")
+	if code != 0 {
+		t.Fatalf("bench: %d\n%s%s", code, out, errOut)
+	}
+	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS"} {
+		if !strings.Contains(out, row) {
+			t.Errorf("bench output lacks %q:\n%s", row, out)
+		}
+	}
+}
