@@ -16,9 +16,8 @@ import (
 // A function's own error is a *CallError; a crash during the call wraps
 // ErrCrashed.
 func (p *Plugin) Call(ctx context.Context, fn string, input []byte) ([]byte, error) {
-	p.noteFunction(fn)
 	for {
-		g, err := p.acquire(ctx)
+		g, err := p.acquire(ctx, fn)
 		if err != nil {
 			return nil, err
 		}

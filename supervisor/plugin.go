@@ -77,10 +77,14 @@ func newPlugin(s *Supervisor, name string, spec Spec) *Plugin {
 // Name is the plugin's name in the config.
 func (p *Plugin) Name() string { return p.name }
 
-// acquire returns the serving generation with a call counted in flight,
-// waiting while there is none or a swap has paused the handles.
-func (p *Plugin) acquire(ctx context.Context) (*generation, error) {
+// acquire returns the serving generation with a call of fn counted in
+// flight, waiting while there is none or a swap has paused the handles. It
+// also marks fn as in use, which a swap checks the new generation offers.
+func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 	p.mu.Lock()
+	if !p.fns[fn] {
+		p.fns[fn] = true
+	}
 	for {
 		if p.stopped {
 			p.mu.Unlock()
@@ -144,14 +148,6 @@ func (p *Plugin) SetActivity(a string) { p.setActivity(a) }
 func (p *Plugin) SetError(msg string) {
 	p.mu.Lock()
 	p.lastErr = msg
-	p.mu.Unlock()
-}
-
-func (p *Plugin) noteFunction(fn string) {
-	p.mu.Lock()
-	if !p.fns[fn] {
-		p.fns[fn] = true
-	}
 	p.mu.Unlock()
 }
 
