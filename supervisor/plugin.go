@@ -82,9 +82,6 @@ func (p *Plugin) Name() string { return p.name }
 // also marks fn as in use, which a swap checks the new generation offers.
 func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 	p.mu.Lock()
-	if !p.fns[fn] {
-		p.fns[fn] = true
-	}
 	for {
 		if p.stopped {
 			p.mu.Unlock()
@@ -96,6 +93,9 @@ func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 			return nil, err
 		}
 		if g := p.cur; g != nil && !p.paused && !g.isDead() {
+			if !p.fns[fn] && g.man.Has(transport.KindFunction, fn) {
+				p.fns[fn] = true // only names it offers: callers cannot grow the set
+			}
 			g.enter()
 			p.mu.Unlock()
 			return g, nil
