@@ -55,13 +55,8 @@ type generation struct {
 	forced    atomic.Bool // killed by a forced swap: unanswered calls go to the next generation
 	lastHeard atomic.Int64
 
-	reqSeq atomic.Uint64
-	reqMu  sync.Mutex
-	reqs   map[uint64]chan transport.Frame
-
-	callSeq atomic.Uint64
-	callMu  sync.Mutex
-	pending map[uint64]chan transport.Frame
+	reqs    waiters // control requests awaiting their reply
+	pending waiters // function calls awaiting their result
 
 	actMu  sync.Mutex
 	active int           // calls in flight through handles
@@ -120,8 +115,7 @@ func (g *generation) listen(ch string) (*transport.Conn, error) {
 // start launches generation num of p and completes the handshake and the
 // call channel. On error nothing of it is left running.
 func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*generation, error) {
-	g := &generation{p: p, num: num, spec: spec, dead: make(chan struct{}),
-		reqs: map[uint64]chan transport.Frame{}, pending: map[uint64]chan transport.Frame{}}
+	g := &generation{p: p, num: num, spec: spec, dead: make(chan struct{})}
 	g.lastHeard.Store(time.Now().UnixNano())
 	ctl, err := g.listen("c")
 	if err != nil {
@@ -275,83 +269,72 @@ func (g *generation) isDead() bool {
 
 // readControl does the handshake, then routes replies to their requests.
 func (g *generation) readControl(token string, hs chan<- error) {
-	p := g.p
 	handshaken := false
 	for {
-		m, err := g.ctl.RecvMsg()
-		if err != nil {
-			if !errors.Is(err, transport.ErrClosed) {
-				g.kill(fmt.Errorf("control channel: %w", err))
-			}
+		err := g.ctl.Recv(func(f transport.Frame) error {
 			if !handshaken {
-				hs <- err
+				ok, err := g.hello(f, token)
+				if ok {
+					handshaken = true
+					hs <- nil
+				}
+				return err
 			}
-			return
-		}
-		if !handshaken {
-			f, err := transport.ParseFrame(m.Body)
-			if err == nil && f.Type != transport.Hello {
-				err = fmt.Errorf("%w: expected hello, got %s", transport.ErrMalformed, f.Type)
-			}
-			var hello transport.HelloMsg
-			if err == nil {
-				err = transport.Decode(f, &hello)
-			}
-			if err == nil && subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
-				// Someone else's process, or a stale one: refuse it and keep
-				// waiting for the child we started.
-				// It is told and left to hang up: closing its pipe at once could
-				// drop the refusal before it is written.
-				p.logf(g.num, "refused a peer with a wrong token")
-				sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_ = g.ctl.Send(sctx, refuse("wrong token"))
-				cancel()
-				continue
-			}
-			if err == nil && hello.Protocol != transport.Version {
-				err = fmt.Errorf("speaks protocol %d, this host speaks %d", hello.Protocol, transport.Version)
-			}
-			if err == nil {
-				err = hello.Manifest.Validate()
-			}
-			if err != nil {
-				_ = g.ctl.Send(context.Background(), refuse(err.Error()))
-				hs <- fmt.Errorf("handshake refused: %w", err)
-				return
-			}
-			g.man = hello.Manifest
-			welcome := transport.WelcomeMsg{Plugin: p.name, Generation: g.num, Config: g.spec.Config,
-				HeartbeatMS: p.sup.opts.HeartbeatInterval.Milliseconds()}
-			if err := g.ctl.Send(context.Background(), transport.Frame{Type: transport.Welcome, Payload: transport.JSON(welcome)}); err != nil {
-				hs <- err
-				return
-			}
-			handshaken = true
-			hs <- nil
-			continue
-		}
-		err = transport.ParseMessage(m.Body, func(f transport.Frame) error {
 			g.lastHeard.Store(time.Now().UnixNano())
 			switch f.Type {
 			case transport.OK, transport.Error, transport.State:
-				g.reqMu.Lock()
-				ch := g.reqs[f.ID]
-				delete(g.reqs, f.ID)
-				g.reqMu.Unlock()
-				if ch != nil {
-					ch <- f
-				}
+				g.reqs.deliver(f)
 			case transport.Pong:
 			default:
 				return fmt.Errorf("%w: unexpected %s frame on the control channel", transport.ErrMalformed, f.Type)
 			}
 			return nil
 		})
-		if err != nil {
+		switch {
+		case err == nil:
+			continue
+		case !handshaken:
+			if !errors.Is(err, transport.ErrClosed) {
+				_ = g.ctl.Send(context.Background(), refuse(err.Error()))
+				err = fmt.Errorf("handshake refused: %w", err)
+			}
+			hs <- err
+		case errors.Is(err, transport.ErrMalformed), errors.Is(err, transport.ErrTooLarge):
 			g.kill(fmt.Errorf("%w: plugin sent a bad frame: %w", ErrCrashed, err))
-			return
+		case !errors.Is(err, transport.ErrClosed):
+			g.kill(fmt.Errorf("control channel: %w", err))
 		}
+		return
 	}
+}
+
+// hello checks the plugin's first frame and welcomes it. A peer with a
+// wrong token is refused but not fatal (ok false, nil): it may be someone
+// else's or a stale process, and the child we started may still dial. It
+// is told and left to hang up, since closing its pipe at once could drop
+// the refusal before it is written.
+func (g *generation) hello(f transport.Frame, token string) (ok bool, err error) {
+	if f.Type != transport.Hello {
+		return false, fmt.Errorf("%w: expected hello, got %s", transport.ErrMalformed, f.Type)
+	}
+	var hello transport.HelloMsg
+	if err := transport.Decode(f, &hello); err != nil {
+		return false, err
+	}
+	if subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
+		g.p.logf(g.num, "refused a peer with a wrong token")
+		return false, g.ctl.Send(context.Background(), refuse("wrong token"))
+	}
+	if hello.Protocol != transport.Version {
+		return false, fmt.Errorf("speaks protocol %d, this host speaks %d", hello.Protocol, transport.Version)
+	}
+	if err := hello.Manifest.Validate(); err != nil {
+		return false, err
+	}
+	g.man = hello.Manifest
+	welcome := transport.WelcomeMsg{Plugin: g.p.name, Generation: g.num, Config: g.spec.Config,
+		HeartbeatMS: g.p.sup.opts.HeartbeatInterval.Milliseconds()}
+	return true, g.ctl.Send(context.Background(), transport.Frame{Type: transport.Welcome, Payload: transport.JSON(welcome)})
 }
 
 func refuse(msg string) transport.Frame {
@@ -360,16 +343,8 @@ func refuse(msg string) transport.Frame {
 
 // request sends a control request and waits for its reply.
 func (g *generation) request(ctx context.Context, t transport.Type, payload []byte) (transport.Frame, error) {
-	id := g.reqSeq.Add(1)
-	ch := make(chan transport.Frame, 1)
-	g.reqMu.Lock()
-	g.reqs[id] = ch
-	g.reqMu.Unlock()
-	defer func() {
-		g.reqMu.Lock()
-		delete(g.reqs, id)
-		g.reqMu.Unlock()
-	}()
+	id, ch := g.reqs.add()
+	defer g.reqs.forget(id)
 	if err := g.ctl.Send(ctx, transport.Frame{Type: t, ID: id, Payload: payload}); err != nil {
 		return transport.Frame{}, err
 	}
@@ -418,13 +393,7 @@ func (g *generation) readCalls() {
 		err := g.calls.Recv(func(f transport.Frame) error {
 			switch f.Type {
 			case transport.Result, transport.Fail:
-				g.callMu.Lock()
-				ch := g.pending[f.ID]
-				delete(g.pending, f.ID)
-				g.callMu.Unlock()
-				if ch != nil {
-					ch <- f
-				}
+				g.pending.deliver(f)
 				return nil
 			}
 			return fmt.Errorf("%w: unexpected %s frame on the call channel", transport.ErrMalformed, f.Type)
@@ -443,16 +412,8 @@ func (g *generation) readCalls() {
 var errRetry = errors.New("retry on the next generation")
 
 func (g *generation) call(ctx context.Context, fn string, input []byte) ([]byte, error) {
-	id := g.callSeq.Add(1)
-	ch := make(chan transport.Frame, 1)
-	g.callMu.Lock()
-	g.pending[id] = ch
-	g.callMu.Unlock()
-	forget := func() {
-		g.callMu.Lock()
-		delete(g.pending, id)
-		g.callMu.Unlock()
-	}
+	id, ch := g.pending.add()
+	forget := func() { g.pending.forget(id) }
 	payload := transport.CallPayload(make([]byte, 0, 2+len(fn)+len(input)), fn, input)
 	if err := g.calls.Send(ctx, transport.Frame{Type: transport.Call, ID: id, Payload: payload}); err != nil {
 		forget()
@@ -529,6 +490,7 @@ func (g *generation) waitIdle(ctx context.Context) (int, error) {
 // and SIGKILL to its group; closes its channels and removes its sockets.
 func (g *generation) retire(grace time.Duration) {
 	if !g.isDead() {
+		// Send only waits when the batch is full; bound that for a wedged peer.
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		_ = g.ctl.Send(ctx, transport.Frame{Type: transport.Shutdown})
 		cancel()

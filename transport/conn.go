@@ -73,7 +73,6 @@ type Conn struct {
 	attached chan struct{}
 	lost     chan struct{}
 	peer     uint32
-	peerPID  int
 }
 
 // Listen opens the host side of a channel at addr (ipc://path, inproc://name, tcp://host:port).
@@ -141,7 +140,7 @@ func (c *Conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 		// too; this also covers tcp peers, whose uid is unknown).
 		if v, err := p.GetOption(mangos.OptionPeerUID); err == nil {
 			if uid, ok := v.(int); ok && uid != os.Getuid() {
-				c.Reject(p)
+				c.reject(p)
 			}
 		}
 	case mangos.PipeEventAttached:
@@ -151,9 +150,6 @@ func (c *Conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 			return
 		}
 		c.peer = p.ID()
-		if v, err := p.GetOption(mangos.OptionPeerPID); err == nil {
-			c.peerPID, _ = v.(int)
-		}
 		select {
 		case <-c.attached:
 		default:
@@ -175,9 +171,9 @@ func (c *Conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 	}
 }
 
-// Reject disconnects a peer (a wrong token, say) without counting it as the
-// channel's peer being lost; the rightful peer may still connect.
-func (c *Conn) Reject(p mangos.Pipe) {
+// reject disconnects a peer (another user's process) without counting it as
+// the channel's peer being lost; the rightful peer may still connect.
+func (c *Conn) reject(p mangos.Pipe) {
 	c.pmu.Lock()
 	c.rejected[p.ID()] = true
 	c.pmu.Unlock()
@@ -205,18 +201,8 @@ func (c *Conn) Attached() <-chan struct{} { return c.attached }
 // Lost is closed when the connected peer disconnects.
 func (c *Conn) Lost() <-chan struct{} { return c.lost }
 
-// PeerPID is the peer's process id where the transport knows it (ipc), else 0.
-func (c *Conn) PeerPID() int {
-	c.pmu.Lock()
-	defer c.pmu.Unlock()
-	return c.peerPID
-}
-
 // Addr is the address the channel was opened on.
 func (c *Conn) Addr() string { return c.addr }
-
-// MaxFrame is the frame size limit of this channel.
-func (c *Conn) MaxFrame() int { return c.max }
 
 // Close closes the channel; pending Sends and Recvs return ErrClosed.
 func (c *Conn) Close() error {
@@ -383,16 +369,15 @@ func (c *Conn) sendMsg(body []byte) error {
 // The frames alias the message; fn must copy what it keeps past the call
 // only if it reuses buffers (Recv never reuses them).
 func (c *Conn) Recv(fn func(Frame) error) error {
-	m, err := c.RecvMsg()
+	m, err := c.recvMsg()
 	if err != nil {
 		return err
 	}
 	return ParseMessage(m.Body, fn)
 }
 
-// RecvMsg waits for the next raw message, enforcing the size limit. Use it
-// when the sender's pipe matters (to Reject it); parse with ParseMessage.
-func (c *Conn) RecvMsg() (*mangos.Message, error) {
+// recvMsg waits for the next raw message, enforcing the size limit.
+func (c *Conn) recvMsg() (*mangos.Message, error) {
 	m, err := c.sock.RecvMsg()
 	if err != nil {
 		if errors.Is(err, mangos.ErrClosed) {
