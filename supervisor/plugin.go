@@ -134,14 +134,13 @@ func (p *Plugin) setState(state string) {
 	p.metrics.setState(p.name, state)
 }
 
-func (p *Plugin) setActivity(a string) {
+// SetActivity shows what the plugin is doing besides serving: the driver
+// layer sets fetching and building, a swap sets swapping.
+func (p *Plugin) SetActivity(a string) {
 	p.mu.Lock()
 	p.activity = a
 	p.mu.Unlock()
 }
-
-// SetActivity lets the driver layer show fetching or building.
-func (p *Plugin) SetActivity(a string) { p.setActivity(a) }
 
 // SetError records the latest build, fetch or swap error for the status;
 // "" clears it.
@@ -212,11 +211,12 @@ func (p *Plugin) loop() {
 // bringUp starts a generation from the last checkpoint when none serves.
 func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
 	p.mu.Lock()
-	spec, num := p.spec, p.genNum+1
+	spec := p.spec
 	if !restart {
 		p.state = StateStarting
 	}
 	p.mu.Unlock()
+	num := p.nextGen()
 	g, err := p.startGeneration(ctx, spec, num)
 	if err == nil {
 		err = p.restoreAndOpen(ctx, g, p.ck, true)
@@ -227,10 +227,7 @@ func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
 	}
 	if err != nil {
 		p.consecutive++
-		p.mu.Lock()
-		p.lastErr = err.Error()
-		p.genNum = num // numbers are never reused, so logs stay unambiguous
-		p.mu.Unlock()
+		p.SetError(err.Error())
 		if p.consecutive >= maxStartFailures {
 			p.logf(num, "giving up after %d failed starts: %v", p.consecutive, err)
 			p.setState(StateFailed)
@@ -250,10 +247,19 @@ func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
 	return nil
 }
 
+// nextGen allocates a generation number. Numbers are never reused, not
+// even by failed starts, so logs and events stay unambiguous.
+func (p *Plugin) nextGen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.genNum++
+	return p.genNum
+}
+
 // serve makes g the serving generation and releases waiting handles.
 func (p *Plugin) serve(g *generation) {
 	p.mu.Lock()
-	p.cur, p.genNum, p.man = g, g.num, g.man
+	p.cur, p.man = g, g.man
 	p.state = StateRunning
 	p.paused = false
 	p.wakeLocked()

@@ -40,10 +40,12 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 		spec = *o.Spec
 	}
 	old := p.cur
-	rep.From = p.genNum
-	num := p.genNum + 1
-	p.genNum = num
 	p.mu.Unlock()
+	var num int // the generation this swap starts
+	if old != nil {
+		rep.From = old.num
+		num = p.nextGen()
+	}
 
 	finish := func(err error) (*Report, error) {
 		rep.SwapMS = ms(time.Since(start))
@@ -64,24 +66,28 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 		p.sup.bus.publish(Event{Type: EventSwapFinished, Plugin: p.name, Generation: rep.Generation, Report: rep, BuildMS: rep.BuildMS})
 		return rep, nil
 	}
-	p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name, Generation: num})
-
 	if old == nil {
 		// Nothing serves (crash loop, failed start): a reload is a fresh start
 		// from the last checkpoint.
+		p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name})
 		p.mu.Lock()
-		p.spec, p.genNum = spec, num-1
+		p.spec = spec
 		p.mu.Unlock()
 		p.consecutive, p.retry = 0, nil
-		if err := p.bringUp(ctx, true); err != nil {
+		err := p.bringUp(ctx, true)
+		p.mu.Lock()
+		num = p.genNum
+		p.mu.Unlock()
+		if err != nil {
 			return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
 		}
-		rep.Generation = p.current().num
+		rep.Generation = num
 		return finish(nil)
 	}
+	p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name, Generation: num})
 
-	p.setActivity(ActivitySwapping)
-	defer p.setActivity(ActivityIdle)
+	p.SetActivity(ActivitySwapping)
+	defer p.SetActivity(ActivityIdle)
 
 	// 1. Start N+1 beside N and check it can take over — nothing paused yet.
 	t := time.Now()

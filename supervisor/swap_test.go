@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,9 +128,7 @@ func TestSwapSourceNoGapNoDup(t *testing.T) {
 // in order.
 func TestSwapSinkExactlyOnce(t *testing.T) {
 	sup := newSup(t)
-	out := filepath.Join(t.TempDir(), "sink.jsonl")
-	spec := helperSpec("plugin")
-	spec.Config = map[string]any{"path": out}
+	spec, out := sinkSpec(t)
 	p, _ := sup.Add("clicks", spec)
 	w, err := p.OpenSink(ctxT(t, 10*time.Second), "collect", "c", 64)
 	if err != nil {
@@ -223,8 +220,11 @@ func TestSwapRollback(t *testing.T) {
 			}
 		})
 	}
-	// A good swap afterwards clears the error.
-	reload(t, p, supervisor.ReloadOptions{})
+	// A good swap afterwards clears the error, and reports the generation it
+	// replaced, not the numbers the failed attempts used.
+	if rep := reload(t, p, supervisor.ReloadOptions{}); rep.From != 1 {
+		t.Fatalf("report from generation %d, want 1", rep.From)
+	}
 	if st := p.Status(); st.LastError != "" {
 		t.Fatalf("last_error not cleared: %q", st.LastError)
 	}
@@ -458,12 +458,10 @@ func TestSoak(t *testing.T) {
 // order while each of its three plugins is swapped.
 func TestPipelineAcrossSwaps(t *testing.T) {
 	sup := newSup(t)
-	out := filepath.Join(t.TempDir(), "pipe.jsonl")
-	sinkSpec := helperSpec("plugin")
-	sinkSpec.Config = map[string]any{"path": out}
+	dstSpec, out := sinkSpec(t)
 	src, _ := sup.Add("src", helperSpec("plugin"))
 	fn, _ := sup.Add("fn", helperSpec("plugin"))
-	dst, _ := sup.Add("dst", sinkSpec)
+	dst, _ := sup.Add("dst", dstSpec)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -532,9 +530,7 @@ func metric(t *testing.T, sup *supervisor.Supervisor, name string, labels map[st
 // Metrics move with the work, and lost stays 0 across swaps under load.
 func TestMetricsMoveAndLostStaysZero(t *testing.T) {
 	sup := newSup(t)
-	out := filepath.Join(t.TempDir(), "m.jsonl")
-	spec := helperSpec("plugin")
-	spec.Config = map[string]any{"path": out}
+	spec, _ := sinkSpec(t)
 	p, _ := sup.Add("clicks", spec)
 	sub, err := p.Subscribe(ctxT(t, 10*time.Second), "ticks", "m", 64)
 	if err != nil {
