@@ -61,21 +61,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) counter(vec *prometheus.CounterVec, labels ...string) prometheus.Counter {
-	k := ""
-	for _, l := range labels {
-		k += l + "\x00"
+// counterKey names a cached series; a struct of strings, so looking one
+// up allocates nothing on the per-call and per-item paths.
+type counterKey struct {
+	vec     *prometheus.CounterVec
+	a, b, c string
+}
+
+func (m *metrics) counter(vec *prometheus.CounterVec, a, b, c string) prometheus.Counter {
+	k := counterKey{vec, a, b, c}
+	if v, ok := m.cache.Load(k); ok {
+		return v.(prometheus.Counter)
 	}
-	type ck struct {
-		v *prometheus.CounterVec
-		k string
-	}
-	if c, ok := m.cache.Load(ck{vec, k}); ok {
-		return c.(prometheus.Counter)
-	}
-	c := vec.WithLabelValues(labels...)
-	m.cache.Store(ck{vec, k}, c)
-	return c
+	v := vec.WithLabelValues(a, b, c)
+	m.cache.Store(k, v)
+	return v
 }
 
 func (m *metrics) call(plugin, fn string, err error) {
