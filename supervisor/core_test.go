@@ -88,9 +88,7 @@ func alive(pid int) bool {
 
 func TestCallSourceSink(t *testing.T) {
 	sup := newSup(t)
-	out := filepath.Join(t.TempDir(), "out.jsonl")
-	spec := helperSpec("plugin")
-	spec.Config = map[string]any{"path": out}
+	spec, out := sinkSpec(t)
 	p, err := sup.Add("clicks", spec)
 	if err != nil {
 		t.Fatal(err)

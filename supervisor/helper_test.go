@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -328,6 +329,15 @@ func runHostSwap() int {
 	}
 	fmt.Println("ERR no migrating line")
 	return 1
+}
+
+// sinkSpec is the helper plugin with its collect sink writing to a fresh
+// file, whose path it returns.
+func sinkSpec(t *testing.T) (supervisor.Spec, string) {
+	out := filepath.Join(t.TempDir(), "sink.jsonl")
+	spec := helperSpec("plugin")
+	spec.Config = map[string]any{"path": out}
+	return spec, out
 }
 
 func helperSpec(mode string, env ...string) supervisor.Spec {
