@@ -334,7 +334,7 @@ func (s *server) symLogger(kind, symbol string) *zerolog.Logger {
 	return &l
 }
 
-func (s *server) open(f transport.Frame) error {
+func (s *server) open(f transport.Frame) (err error) {
 	var m transport.OpenMsg
 	if err := transport.Decode(f, &m); err != nil {
 		return err
@@ -348,45 +348,48 @@ func (s *server) open(f transport.Frame) error {
 	in := &instance{id: m.Instance, kind: m.Kind, symbol: m.Symbol, done: make(chan struct{})}
 	ictx, cancel := context.WithCancel(s.ctx)
 	in.cancel = cancel
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
+	var sym interface{ Configure(map[string]any) error }
 	switch m.Kind {
 	case transport.KindFunctions:
 	case transport.KindSource:
 		mk, ok := s.p.Sources[m.Symbol]
 		if !ok {
-			cancel()
 			return fmt.Errorf("no source %q in plugin %s", m.Symbol, s.p.Name)
 		}
 		in.src = mk()
-		in.scope = s.state.get(m.Instance)
-		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger("source", m.Symbol)}
-		if err := in.src.Configure(s.config); err != nil {
-			cancel()
-			return fmt.Errorf("source %s: configure: %w", m.Symbol, err)
-		}
+		sym = in.src
 	case transport.KindSink:
 		mk, ok := s.p.Sinks[m.Symbol]
 		if !ok {
-			cancel()
 			return fmt.Errorf("no sink %q in plugin %s", m.Symbol, s.p.Name)
 		}
 		in.snk = mk()
-		in.scope = s.state.get(m.Instance)
-		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger("sink", m.Symbol)}
-		if err := in.snk.Configure(s.config); err != nil {
-			cancel()
-			return fmt.Errorf("sink %s: configure: %w", m.Symbol, err)
-		}
-		if err := in.snk.Open(in.sctx); err != nil {
-			cancel()
-			return fmt.Errorf("sink %s: open: %w", m.Symbol, err)
-		}
+		sym = in.snk
 	default:
-		cancel()
 		return fmt.Errorf("unknown instance kind %q", m.Kind)
+	}
+	if sym != nil {
+		in.scope = s.state.get(m.Instance)
+		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger(m.Kind, m.Symbol)}
+		if err := sym.Configure(s.config); err != nil {
+			return fmt.Errorf("%s %s: configure: %w", m.Kind, m.Symbol, err)
+		}
+		if in.snk != nil {
+			if err := in.snk.Open(in.sctx); err != nil {
+				return fmt.Errorf("sink %s: open: %w", m.Symbol, err)
+			}
+		}
 	}
 	c, err := s.dial(m.Address)
 	if err != nil {
-		cancel()
+		if in.snk != nil {
+			_ = in.snk.Close(in.sctx) // opened above: release what it holds
+		}
 		return err
 	}
 	in.conn = c
