@@ -96,6 +96,7 @@ func newServer(p Plugin, env Env) (*server, error) {
 		}
 		s.funcs[name] = f
 	}
+	s.man.Schemas = symbolSchemas(p, s.funcs)
 	if err := s.man.Validate(); err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", p.Name, err)
 	}

@@ -29,6 +29,9 @@ type Pipeline struct {
 // error the function itself returns drops that item, with a log line and a
 // pipeline.dropped event.
 func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) error {
+	if err := s.CheckPipeline(ctx, pl); err != nil { // types first: nothing runs ill-typed
+		return err
+	}
 	src, err := s.Plugin(pl.Source.Plugin)
 	if err != nil {
 		return fmt.Errorf("pipeline %s: source: %w", pl.Name, err)

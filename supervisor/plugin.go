@@ -512,7 +512,7 @@ func (p *Plugin) Status() Status {
 	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: p.state, Activity: p.activity,
 		Generation: p.genNum, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
 		LastError: p.lastErr, LastReload: p.lastReload,
-		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions)}}
+		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions), Schemas: p.man.Schemas}}
 	if p.paused {
 		st.Activity = ActivitySwapping
 	}
