@@ -37,9 +37,12 @@ const MaxBody = 16 << 20
 
 // Symbol is one symbol a plugin serves, an element of GET /symbols.
 type Symbol struct {
-	Plugin string `json:"plugin"`
-	Kind   string `json:"kind"` // source, sink or function
-	Name   string `json:"name"`
+	Plugin string          `json:"plugin"`
+	Kind   string          `json:"kind"` // source, sink or function
+	Name   string          `json:"name"`
+	In     json.RawMessage `json:"in,omitempty"`   // function input's JSON Schema, when announced
+	Out    json.RawMessage `json:"out,omitempty"`  // function output's
+	Item   json.RawMessage `json:"item,omitempty"` // a source's or sink's item
 }
 
 // Backend is what the API serves: the daemon's host. Errors are matched

@@ -338,7 +338,7 @@ func TestRollbackLogsSymbols(t *testing.T) {
 	}
 	code, body = do(t, h, "GET", "/symbols", "")
 	var syms []Symbol
-	if code != 200 || json.Unmarshal(body, &syms) != nil || len(syms) != 1 || syms[0] != (Symbol{"clicks", "function", "count"}) {
+	if code != 200 || json.Unmarshal(body, &syms) != nil || len(syms) != 1 || syms[0].Plugin+"."+syms[0].Kind+"."+syms[0].Name != "clicks.function.count" {
 		t.Fatalf("symbols: %d %s", code, body)
 	}
 }

@@ -10,6 +10,7 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -38,6 +39,9 @@ type Options struct {
 	// (the one holding the plugvisor package). "" finds sdk/python next to
 	// the builtin sources or above the config file's folder.
 	PythonSDK string
+	// NoPipelines starts the plugins but not the config's pipelines
+	// (plugvisor validate learns the plugins' schemas this way).
+	NoPipelines bool
 }
 
 // ErrNotRunning is returned by the calls that need Run to be running.
@@ -172,7 +176,9 @@ func (h *Host) Run(ctx context.Context) error {
 		firsts = append(firsts, w.first)
 	}
 	h.mu.Unlock()
-	h.pipes.sync(ctx, h, cfg.Pipelines)
+	if !h.opts.NoPipelines {
+		h.pipes.sync(ctx, h, cfg.Pipelines)
+	}
 	h.applyMu.Unlock()
 
 	go func() {
@@ -270,6 +276,9 @@ func (h *Host) workerOrErr(name string) (*worker, error) {
 func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	h.applyMu.Lock()
 	defer h.applyMu.Unlock()
+	if err := h.refuseIllTyped(cfg); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	old := h.cfg
 	runCtx := h.runCtx
@@ -317,7 +326,7 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("plugin %q: %w", n, err))
 		}
 	}
-	if ch.PipelinesChanged || len(ch.Removed) > 0 || len(ch.Added) > 0 {
+	if (ch.PipelinesChanged || len(ch.Removed) > 0 || len(ch.Added) > 0) && !h.opts.NoPipelines {
 		h.pipes.sync(runCtx, h, cfg.Pipelines)
 	}
 	err := errors.Join(errs...)
@@ -501,11 +510,16 @@ func (h *Host) Logs(name string, n int) ([]supervisor.LogLine, error) {
 	return p.Logs(n), nil
 }
 
-// Symbol is one symbol a running plugin offers.
+// Symbol is one symbol a running plugin offers, with the JSON Schemas it
+// announced (absent when it announced none): In and Out for a function,
+// Item for a source or a sink.
 type Symbol struct {
-	Plugin string `json:"plugin"`
-	Kind   string `json:"kind"` // source, sink or function
-	Name   string `json:"name"`
+	Plugin string          `json:"plugin"`
+	Kind   string          `json:"kind"` // source, sink or function
+	Name   string          `json:"name"`
+	In     json.RawMessage `json:"in,omitempty"`
+	Out    json.RawMessage `json:"out,omitempty"`
+	Item   json.RawMessage `json:"item,omitempty"`
 }
 
 // Symbols lists the symbols of every plugin, by plugin, kind and name.
@@ -513,14 +527,18 @@ func (h *Host) Symbols() []Symbol {
 	var out []Symbol
 	for _, p := range h.sup.Plugins() {
 		st := p.Status()
+		sym := func(kind, name string) Symbol {
+			ss := st.Symbols.Schemas[name]
+			return Symbol{Plugin: p.Name(), Kind: kind, Name: name, In: ss.In, Out: ss.Out, Item: ss.Item}
+		}
 		for _, s := range st.Symbols.Sources {
-			out = append(out, Symbol{p.Name(), "source", s})
+			out = append(out, sym("source", s))
 		}
 		for _, s := range st.Symbols.Sinks {
-			out = append(out, Symbol{p.Name(), "sink", s})
+			out = append(out, sym("sink", s))
 		}
 		for _, s := range st.Symbols.Functions {
-			out = append(out, Symbol{p.Name(), "function", s})
+			out = append(out, sym("function", s))
 		}
 	}
 	if out == nil {
