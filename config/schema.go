@@ -303,7 +303,9 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 		switch k {
 		case "api":
 			if str, ok := p.str(kp, v); ok {
-				if err := checkAddr(str); err != nil {
+				if str == "" { // no HTTP API
+					s.API = ""
+				} else if err := checkAddr(str); err != nil {
 					p.errorf(kp, "%v", err)
 				} else {
 					s.API = str
