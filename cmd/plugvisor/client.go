@@ -336,7 +336,7 @@ from stdin. An error the function returned is printed and exits 1.`,
 
 	return []*cobra.Command{
 		addFlags(statusCmd, true), addFlags(reloadCmd, true), addFlags(rollbackCmd, true),
-		addFlags(logsCmd, true), addFlags(callCmd, false),
+		addFlags(logsCmd, true), addFlags(callCmd, false), addFlags(symbolsCmd(withClient, &asJSON), true),
 	}
 }
 
