@@ -185,6 +185,7 @@ func (p *Plugin) Subscribe(ctx context.Context, symbol, name string, buf int) (*
 	inst.sub = sub
 	go sub.pump()
 	if err := p.attach(ctx, inst); err != nil {
+		close(sub.done) // ends the pump
 		return nil, err
 	}
 	return sub, nil
