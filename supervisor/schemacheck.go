@@ -144,8 +144,23 @@ func (s *Supervisor) CheckPipeline(ctx context.Context, pl Pipeline) error {
 
 // FitPipeline is the fit check of CheckPipeline on manifests at hand.
 func FitPipeline(pl Pipeline, man func(plugin string) (transport.Manifest, bool)) error {
-	if err := schema.Fit(PipelineStages(pl, man)); err != nil {
-		return fmt.Errorf("pipeline %s: %w: %w", pl.Name, ErrSchemaIncompatible, err)
+	var fe *schema.FitError
+	if errors.As(schema.Fit(PipelineStages(pl, man)), &fe) {
+		return &pipelineFitError{pipeline: pl.Name, fit: fe}
 	}
 	return nil
 }
+
+// pipelineFitError is ErrSchemaIncompatible for one pipeline; it unwraps
+// to the *schema.FitError naming the stages.
+type pipelineFitError struct {
+	pipeline string
+	fit      *schema.FitError
+}
+
+func (e *pipelineFitError) Error() string {
+	return fmt.Sprintf("pipeline %s: %v: %v", e.pipeline, ErrSchemaIncompatible, e.fit)
+}
+
+func (e *pipelineFitError) Is(target error) bool { return target == ErrSchemaIncompatible }
+func (e *pipelineFitError) Unwrap() error        { return e.fit }

@@ -11,6 +11,7 @@ import (
 	"github.com/plugvisor/plugvisor/builtin"
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/host"
+	"github.com/plugvisor/plugvisor/supervisor"
 )
 
 // checkPipelineTypes learns the schemas of the plugins the pipelines use
@@ -59,7 +60,7 @@ func checkPipelineTypes(ctx context.Context, cfg *config.Config, timeout time.Du
 	}
 	var errs []error
 	for _, st := range h.Statuses() {
-		if st.Generation == 0 {
+		if st.State == supervisor.StateFailed { // its build or fetch failed
 			errs = append(errs, fmt.Errorf("plugin %s did not start, so its pipelines cannot be checked: %s", st.Name, st.LastError))
 		}
 	}
