@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // validate builds and starts the plugins the pipelines use and refuses a
@@ -43,4 +46,40 @@ func TestValidateRefusesIllTypedPipeline(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "bin")); !os.IsNotExist(err) {
 		t.Errorf("validate wrote %s: %v", filepath.Join(dir, "bin"), err)
 	}
+}
+
+// plugvisor symbols, GET /symbols and GET /plugins/{name} show the types
+// the plugins announce.
+func TestSymbolsShowsTypes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a plugin")
+	}
+	d := startDaemonWith(t, "run", "[plugins.upper]\ndriver = \"upper\"\n")
+	env := []string{"PLUGVISOR_API=" + d.addr}
+	waitRunning(t, "http://"+d.addr, "upper", 90*time.Second)
+	out, errOut, code := cli(t, env, "symbols")
+	if code != 0 || !regexp.MustCompile(`(?m)^upper\.upper\s+function\s+string → string$`).MatchString(out) {
+		t.Fatalf("symbols: %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = cli(t, env, "symbols", "upper", "--json")
+	var syms []struct {
+		Name string
+		In   struct{ Type string }
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &syms) != nil || len(syms) != 2 || syms[1].In.Type != "string" {
+		t.Fatalf("symbols upper --json: %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code = cli(t, env, "symbols", "nope"); code != 1 || !strings.Contains(errOut, `"nope"`) {
+		t.Fatalf("symbols of an unknown plugin: %d %s", code, errOut)
+	}
+	out, errOut, code = cli(t, env, "status", "upper", "--json")
+	var st struct {
+		Symbols struct {
+			Schemas map[string]struct{ In, Out struct{ Type string } }
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Symbols.Schemas["lower"].Out.Type != "string" {
+		t.Fatalf("status upper --json lacks the schemas: %d\n%s%s", code, out, errOut)
+	}
+	d.stop(t)
 }
