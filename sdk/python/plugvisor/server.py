@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import frames as fr
 from .channel import Channel
+from .schema import function_schemas, item_schema
 from .sp import Closed, dial
 from .state import Scope, Store, encode_json
 
@@ -124,7 +125,7 @@ class Server:
 
     def __init__(self, name: str, version: str, functions=None, sources=None, sinks=None,
                  state_version: str = "1", migrate: Optional[Callable] = None,
-                 env: Optional[Dict[str, str]] = None):
+                 env: Optional[Dict[str, str]] = None, schemas: Optional[Dict[str, Dict[str, Any]]] = None):
         env = os.environ if env is None else env
         self.name, self.version = name, version
         self.state_version = state_version or "1"
@@ -145,6 +146,9 @@ class Server:
             "sources": sorted(self.sources), "sinks": sorted(self.sinks), "functions": sorted(self.functions),
             "migrate": migrate is not None,
         }
+        announced = self._schemas(schemas or {})
+        if announced:
+            self.manifest["schemas"] = announced
         self.state = Store()
         self.config: Dict[str, Any] = {}
         self.log = logging.getLogger("plugvisor." + name)
@@ -159,6 +163,30 @@ class Server:
         self._heard = time.monotonic()
         self._early: List[fr.Frame] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(CALL_WORKERS, thread_name_prefix="plugvisor-call")
+
+    def _schemas(self, explicit: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+        """Each symbol's JSON Schemas: explicit ones win over type hints and
+        item_type (see plugvisor.schema)."""
+        out: Dict[str, Dict[str, Any]] = {}
+        for n, f in self.functions.items():
+            out[n] = function_schemas(f.fn, f.takes_input)
+        for table in (self.sources, self.sinks):
+            for n, factory in table.items():
+                item = item_schema(factory)
+                if item is not None:
+                    out[n] = {"item": item}
+        for n, parts in explicit.items():
+            if n in self.functions:
+                allowed = ("in", "out")
+            elif n in self.sources or n in self.sinks:
+                allowed = ("item",)
+            else:
+                raise TypeError("schemas: %r is not one of the plugin's symbols" % n)
+            for k, v in parts.items():
+                if k not in allowed or not isinstance(v, dict):
+                    raise TypeError("schemas[%r]: want %s mapped to schema dicts, got %r" % (n, " and ".join(allowed), k))
+                out.setdefault(n, {})[k] = v
+        return {n: parts for n, parts in out.items() if parts}
 
     # -- lifecycle
 
