@@ -129,8 +129,8 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 	if f.api != "" {
 		addr = f.api
 	}
-	if addr == "" {
-		addr = api.DefaultAddr
+	if addr == "" { // api = "" means no API: fine for an embedding host, not for the daemon its CLI talks to
+		return fmt.Errorf("[supervisor] api is \"\" (no API), but plugvisor %s serves the API its CLI talks to: set api = %q or pass --api", cmd.Name(), api.DefaultAddr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
