@@ -81,8 +81,8 @@ type Row struct {
 type ticks struct{}
 
 func (*ticks) Configure(map[string]any) error { return nil }
-func (*ticks) Close(sdk.Context) error         { return nil }
-func (*ticks) ItemType() any                   { return Tick{} }
+func (*ticks) Close(sdk.Context) error        { return nil }
+func (*ticks) ItemType() any                  { return Tick{} }
 func (*ticks) Open(ctx sdk.Context, emit func(any) error) error {
 	for n := int64(1); ctx.Err() == nil; n++ {
 		if err := emit(Tick{N: n}); err != nil {

@@ -19,7 +19,7 @@ type Tick struct {
 type ticks struct{}
 
 func (*ticks) Configure(map[string]any) error { return nil }
-func (*ticks) Close(sdk.Context) error         { return nil }
+func (*ticks) Close(sdk.Context) error        { return nil }
 
 // ItemType declares the item type, so the manifest announces its schema.
 func (*ticks) ItemType() any { return Tick{} }
