@@ -30,7 +30,7 @@ var (
 	ErrDecode = errors.New("cannot decode")
 	// ErrSchemaMismatch: the handle's Go type does not fit the schema the
 	// plugin announced for the symbol.
-	ErrSchemaMismatch = errors.New("Go type does not fit the plugin's schema")
+	ErrSchemaMismatch = errors.New("the handle's type does not fit the plugin's schema")
 )
 
 // CallError is an error the plugin's function returned itself.
