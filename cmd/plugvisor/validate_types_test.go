@@ -83,3 +83,15 @@ func TestSymbolsShowsTypes(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// api = "" means no API; the daemon, whose CLI needs one, says how to fix it.
+func TestDaemonRefusesNoAPI(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte("[supervisor]\napi = \"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := cli(t, nil, "run", "-c", path)
+	if code != 1 || !strings.Contains(errOut, `[supervisor] api is "" (no API)`) || !strings.Contains(errOut, "--api") {
+		t.Fatalf("run with api = \"\": exit %d\n%s", code, errOut)
+	}
+}
