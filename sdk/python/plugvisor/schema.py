@@ -37,7 +37,9 @@ def schema_of(tp: Any, _seen: Optional[set] = None) -> Optional[Dict[str, Any]]:
         rest = [a for a in args if a is not type(None)]
         return schema_of(rest[0], seen) if len(rest) == 1 else None
     if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
-        item = args[0] if args and args[0] is not Ellipsis else Any
+        item = args[0] if args else Any
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis) and len(set(args)) != 1:
+            item = Any  # tuple[int, str]: mixed items
         s: Dict[str, Any] = {"type": "array"}
         items = schema_of(item, seen)
         if items is not None:

@@ -2,6 +2,7 @@
 manifest that announces them."""
 
 import dataclasses
+import typing
 import unittest
 from typing import Any, Dict, List, Optional, TypedDict
 
@@ -58,6 +59,8 @@ class SchemaOfTest(unittest.TestCase):
             (str, {"type": "string"}), (None, {"type": "null"}), (Optional[int], {"type": "integer"}),
             (List[str], {"type": "array", "items": {"type": "string"}}),
             (list, {"type": "array"}),
+            (typing.Tuple[int, ...], {"type": "array", "items": {"type": "integer"}}),
+            (typing.Tuple[int, str], {"type": "array"}),
             (Dict[str, int], {"type": "object", "additionalProperties": {"type": "integer"}}),
             (Tick, {"type": "object", "required": ["n"], "properties": {
                 "n": {"type": "integer"}, "note": {"type": "string"},
