@@ -1,0 +1,98 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// TokenFile is the name of the API token file inside the state folder.
+const TokenFile = "api.token"
+
+// minToken is the shortest token accepted from a file: 32 characters.
+// EnsureToken writes 64 hex digits (256 random bits).
+const minToken = 32
+
+// TokenPath is where the daemon keeps the token for stateDir.
+func TokenPath(stateDir string) string { return filepath.Join(stateDir, TokenFile) }
+
+// EnsureToken returns the API token in stateDir/api.token, creating the
+// file (256 random bits as hex, mode 0600) when it does not exist. The file
+// is written under a temporary name and linked into place, so it is never
+// seen half-written, never readable by others, and two daemons starting at
+// once agree on one token.
+func EnsureToken(stateDir string) (string, error) {
+	path := TokenPath(stateDir)
+	tok, err := ReadToken(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return tok, err
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	tok = hex.EncodeToString(raw[:])
+	// O_EXCL with 0600: the file never exists with a wider mode (umask can
+	// only narrow it).
+	tmp, err := os.CreateTemp(stateDir, ".api.token-*")
+	if err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.WriteString(tok + "\n")
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return "", fmt.Errorf("API token: writing %s: %w", tmp.Name(), werr)
+	}
+	// link fails if another daemon created the file first: use theirs.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return ReadToken(path)
+		}
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	return tok, nil
+}
+
+// ReadToken reads a token file. It refuses a file other users can read
+// (anyone who reads it can drive the API) and one too short to be a token.
+func ReadToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("API token: %s is not a regular file; remove it and restart the daemon to get a new token", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("API token: %s has mode %04o, so other users can read it and drive the API: run chmod 600 %s, or delete it and restart the daemon for a new token", path, perm, path)
+	}
+	buf, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("API token: reading %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(buf))
+	if len(tok) < minToken || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("API token: %s does not hold a token (one line of at least %d characters); delete it and restart the daemon for a new one", path, minToken)
+	}
+	return tok, nil
+}
