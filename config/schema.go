@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -9,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // The schema is checked by walking the generic decoded document rather than
@@ -40,13 +37,9 @@ type parser struct {
 
 func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error) {
 	base := absBase(baseDir)
-	var doc map[string]any
-	if _, err := toml.Decode(string(data), &doc); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Line: pe.Position.Line, Msg: "syntax: " + pe.Message, Err: err}
-		}
-		return nil, &Error{File: file, Msg: err.Error(), Err: err}
+	doc, err := decodeDoc(data, file)
+	if err != nil {
+		return nil, err
 	}
 	p := &parser{file: file, lines: locateKeys(string(data))}
 	cfg := &Config{Dir: base, Supervisor: DefaultSupervisor(), Plugins: map[string]*Plugin{}}
