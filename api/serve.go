@@ -37,7 +37,9 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 // Server limits (see "API access" in docs/DESIGN.md); variables for tests.
 var (
 	// readTimeout bounds reading a request, headers and body; a slow
-	// client cannot hold a connection by trickling its body.
+	// client cannot hold a connection by trickling its body. (net/http
+	// lifts it once the body is read, so long reloads and event streams
+	// are not cut.)
 	readTimeout = 60 * time.Second
 	// idleTimeout closes keep-alive connections left idle.
 	idleTimeout = 60 * time.Second
@@ -46,38 +48,6 @@ var (
 // MaxHeaderBytes bounds a request's header block.
 const MaxHeaderBytes = 64 << 10
 
-// releaseReadDeadline lifts the read deadline once the request body has
-// been read: the deadline guards reading the request, while net/http would
-// otherwise cancel the context of a long reload or an event stream when it
-// passes.
-func releaseReadDeadline(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		if r.Body == nil || r.Body == http.NoBody {
-			_ = rc.SetReadDeadline(time.Time{})
-		} else {
-			r.Body = &eofBody{ReadCloser: r.Body, atEOF: func() { _ = rc.SetReadDeadline(time.Time{}) }}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// eofBody calls atEOF once the body has been read to its end.
-type eofBody struct {
-	io.ReadCloser
-	atEOF func()
-	done  bool
-}
-
-func (b *eofBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF && !b.done {
-		b.done = true
-		b.atEOF()
-	}
-	return n, err
-}
-
 // ServeListener serves h on ln until ctx ends, then shuts down gracefully:
 // event streams end at once, other requests get ShutdownGrace to finish.
 // It closes ln.
@@ -85,7 +55,7 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 	closing := make(chan struct{})
 	base := context.WithValue(context.Background(), shutdownKey{}, (<-chan struct{})(closing))
 	srv := &http.Server{
-		Handler:           releaseReadDeadline(h),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       readTimeout,
 		IdleTimeout:       idleTimeout,
