@@ -96,3 +96,37 @@ func ReadToken(path string) (string, error) {
 	}
 	return tok, nil
 }
+
+// AddrFile is the name of the file, inside the state folder, where the
+// daemon writes the URL it listens on, for clients of a config whose api
+// lets the system pick the port ("127.0.0.1:0").
+const AddrFile = "api.addr"
+
+// WriteAddr records url in stateDir/api.addr (replaced atomically).
+func WriteAddr(stateDir, url string) error {
+	tmp, err := os.CreateTemp(stateDir, ".api.addr-*")
+	if err != nil {
+		return fmt.Errorf("API address file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.WriteString(url + "\n")
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), filepath.Join(stateDir, AddrFile))
+	}
+	if werr != nil {
+		return fmt.Errorf("API address file: %w", werr)
+	}
+	return nil
+}
+
+// ReadAddr returns the URL a daemon on stateDir recorded with WriteAddr.
+func ReadAddr(stateDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, AddrFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}

@@ -32,6 +32,10 @@ func listenAPI(stderr io.Writer, cfg *config.Config, addr string, h *host.Host, 
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := api.WriteAddr(s.StateDir, url); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
 	fmt.Fprintf(stderr, "api listening on %s\n", displayURL(url))
 	srv := api.NewServer(backend{h}, log, api.CallTimeout(s.CallTimeout.Duration))
 	return ln, api.Guard(srv, api.Access{Token: token, TokenFile: api.TokenPath(s.StateDir), Hosts: s.APIHosts}), nil

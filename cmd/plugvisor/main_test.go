@@ -27,6 +27,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if code, ok := helperMain(); ok { // this binary run as a test's helper process
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "plugvisor-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

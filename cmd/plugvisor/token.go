@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -52,6 +53,14 @@ func newClient(f clientFlags, configSet bool) (*client, error) {
 	}
 	if addr == "" && sup != nil {
 		addr = sup.API
+		// The system picked the port: the daemon wrote down which.
+		if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+			got, err := api.ReadAddr(sup.StateDir)
+			if err != nil {
+				return nil, fmt.Errorf("the config's api %q lets the system pick the port, and the daemon records the one it got in %s: %w (is the daemon running?)", addr, filepath.Join(sup.StateDir, api.AddrFile), err)
+			}
+			addr = got
+		}
 	}
 	if addr == "" {
 		addr = defaultAPI
