@@ -19,8 +19,10 @@ const slowPlugin = `import os
 import time
 import plugvisor
 
-# Proof that this folder's plugin was started.
-open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "started"), "w").close()
+# Proof that this folder's plugin was started, written beside the folder
+# (a change inside it would restart the plugin).
+here = os.path.dirname(os.path.abspath(__file__))
+open(here + ".started", "w").close()
 
 
 def count(ctx, key):
@@ -131,10 +133,10 @@ func TestDaemonRefusesBrowserAttacks(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "slow" {
 		t.Fatalf("status after the attacks (want slow alone): %d %s %s", code, out, errOut)
 	}
-	if _, err := os.Stat(filepath.Join(slow, "started")); err != nil {
+	if _, err := os.Stat(slow + ".started"); err != nil {
 		t.Fatalf("the start marker does not work: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(evil, "started")); err == nil {
+	if _, err := os.Stat(evil + ".started"); err == nil {
 		t.Fatal("the attacker's plugin ran")
 	}
 	if out, errOut, code = d.cli(t, "call", "slow.count", `"a"`); code != 0 || strings.TrimSpace(out) != "1" {
