@@ -21,15 +21,13 @@ type shutdownKey struct{}
 // reload in progress, say) once its context ends.
 const ShutdownGrace = 10 * time.Second
 
-// Serve listens on addr (DefaultAddr when empty; ":0" picks a free port)
-// and serves h until ctx ends, then shuts down gracefully.
+// Serve listens on addr as Listen does (DefaultAddr when empty; port 0
+// picks a free one; plain HTTP only on loopback or a Unix socket) and
+// serves h until ctx ends, then shuts down gracefully. Wrap h in Guard.
 func Serve(ctx context.Context, addr string, h http.Handler) error {
-	if addr == "" {
-		addr = DefaultAddr
-	}
-	ln, err := net.Listen("tcp", addr)
+	ln, _, err := Listen(ListenOptions{Addr: addr})
 	if err != nil {
-		return fmt.Errorf("api: listen on %s: %w (is another plugvisor running? set [supervisor] api or --api)", addr, err)
+		return err
 	}
 	return ServeListener(ctx, ln, h)
 }
