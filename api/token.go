@@ -41,25 +41,13 @@ func EnsureToken(stateDir string) (string, error) {
 		return "", fmt.Errorf("API token: %w", err)
 	}
 	tok = hex.EncodeToString(raw[:])
-	// O_EXCL with 0600: the file never exists with a wider mode (umask can
-	// only narrow it).
-	tmp, err := os.CreateTemp(stateDir, ".api.token-*")
+	tmp, err := writeTemp(stateDir, ".api.token-*", tok)
 	if err != nil {
 		return "", fmt.Errorf("API token: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.WriteString(tok + "\n")
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return "", fmt.Errorf("API token: writing %s: %w", tmp.Name(), werr)
-	}
+	defer os.Remove(tmp)
 	// link fails if another daemon created the file first: use theirs.
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return ReadToken(path)
 		}
@@ -104,22 +92,37 @@ const AddrFile = "api.addr"
 
 // WriteAddr records url in stateDir/api.addr (replaced atomically).
 func WriteAddr(stateDir, url string) error {
-	tmp, err := os.CreateTemp(stateDir, ".api.addr-*")
+	tmp, err := writeTemp(stateDir, ".api.addr-*", url)
+	if err == nil {
+		defer os.Remove(tmp)
+		err = os.Rename(tmp, filepath.Join(stateDir, AddrFile))
+	}
 	if err != nil {
 		return fmt.Errorf("API address file: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.WriteString(url + "\n")
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), filepath.Join(stateDir, AddrFile))
-	}
-	if werr != nil {
-		return fmt.Errorf("API address file: %w", werr)
-	}
 	return nil
+}
+
+// writeTemp writes line to a new file in dir and returns its name. The
+// file is created 0600 with O_EXCL (CreateTemp): it never exists with a
+// wider mode, umask can only narrow it.
+func writeTemp(dir, pattern, line string) (string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.WriteString(line + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("writing %s: %w", f.Name(), err)
+	}
+	return f.Name(), nil
 }
 
 // ReadAddr returns the URL a daemon on stateDir recorded with WriteAddr.
