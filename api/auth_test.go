@@ -306,3 +306,17 @@ func TestLimitListener(t *testing.T) {
 		t.Fatal("Accept did not return after Close")
 	}
 }
+
+// The address a request arrived on is an accepted Host (no DNS name, so
+// no rebinding); another address is not.
+func TestHostOwnAddress(t *testing.T) {
+	local := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 9443}
+	for host, want := range map[string]bool{"10.1.2.3:9443": true, "10.1.2.3": true, "10.1.2.4:9443": false, "": false, "evil.example": false, "127.0.0.9": true} {
+		r := httptest.NewRequest("GET", "/plugins", nil)
+		r.Host = host
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
+		if got := hostAllowed(r, nil); got != want {
+			t.Errorf("Host %q on %v: allowed %v, want %v", host, local, got, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,10 +60,7 @@ func Listen(o ListenOptions) (ln net.Listener, url string, err error) {
 	} else {
 		ln, err = listenTCP(addr, tlsCfg != nil)
 		if err == nil {
-			url = "http://" + ln.Addr().String()
-			if tlsCfg != nil {
-				url = "https://" + ln.Addr().String()
-			}
+			url = clientURL(ln.Addr().(*net.TCPAddr), tlsCfg != nil)
 		}
 	}
 	if err != nil {
@@ -73,6 +71,20 @@ func Listen(o ListenOptions) (ln net.Listener, url string, err error) {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	return ln, url, nil
+}
+
+// clientURL is the URL a client on this machine dials to reach a: the
+// loopback address when a listens on every interface.
+func clientURL(a *net.TCPAddr, tls bool) string {
+	host := a.IP.String()
+	if a.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, strconv.Itoa(a.Port))
 }
 
 func listenTCP(addr string, tls bool) (net.Listener, error) {

@@ -3,15 +3,8 @@ package api
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plugvisor/plugvisor/internal/testpki"
 )
 
 // serve runs ServeListener on ln with the guarded fake until the test ends.
@@ -152,87 +147,11 @@ func TestListenRefusesPlainHTTPOffLoopback(t *testing.T) {
 	}
 }
 
-// pki is a CA with a server and a client certificate, as PEM files.
-type pki struct {
-	dir              string
-	ca               *x509.CertPool
-	client, stranger tls.Certificate
-}
-
-func newPKI(t *testing.T) *pki {
-	t.Helper()
-	dir := t.TempDir()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	serial := int64(1)
-	issue := func(tmpl *x509.Certificate, parent *x509.Certificate, pk *ecdsa.PrivateKey, signer *ecdsa.PrivateKey) *x509.Certificate {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-		if parent == nil {
-			parent = tmpl
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &pk.PublicKey, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	write := func(name string, c *x509.Certificate, k *ecdsa.PrivateKey) tls.Certificate {
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-		kp := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-		if err := os.WriteFile(filepath.Join(dir, name+".pem"), cp, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name+".key"), kp, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		pair, err := tls.X509KeyPair(cp, kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pair
-	}
-	caKey := key()
-	ca := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "plugvisor test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}, nil, caKey, caKey)
-	write("ca", ca, caKey)
-	srvKey := key()
-	write("server", issue(&x509.Certificate{Subject: pkix.Name{CommonName: "plugvisor"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames: []string{"localhost"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, srvKey, caKey), srvKey)
-	cliKey := key()
-	client := write("client", issue(&x509.Certificate{Subject: pkix.Name{CommonName: "ops"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, cliKey, caKey), cliKey)
-	// Self-signed: a client certificate no configured CA vouches for.
-	strKey := key()
-	stranger := write("stranger", issue(&x509.Certificate{Subject: pkix.Name{CommonName: "stranger"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		IsCA: true, BasicConstraintsValid: true}, nil, strKey, strKey), strKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &pki{dir: dir, ca: pool, client: client, stranger: stranger}
-}
-
-func (p *pki) file(name string) string { return filepath.Join(p.dir, name) }
-
 // Off loopback with TLS and client certificates: only a client with a
 // certificate the CA signed, and the token, gets in.
 func TestListenMutualTLS(t *testing.T) {
-	p := newPKI(t)
-	ln, url, err := Listen(ListenOptions{Addr: "0.0.0.0:0", TLSCert: p.file("server.pem"), TLSKey: p.file("server.key"), ClientCA: p.file("ca.pem")})
+	p := testpki.New(t)
+	ln, url, err := Listen(ListenOptions{Addr: "0.0.0.0:0", TLSCert: p.File("server.pem"), TLSKey: p.File("server.key"), ClientCA: p.File("ca.pem")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,19 +162,19 @@ func TestListenMutualTLS(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	base := "https://127.0.0.1:" + strconv.Itoa(port)
 	client := func(certs ...tls.Certificate) *http.Client {
-		cfg := &tls.Config{RootCAs: p.ca}
+		cfg := &tls.Config{RootCAs: p.CA}
 		if len(certs) > 0 {
 			// Sent whatever CAs the server names, as an attacker would.
 			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &certs[0], nil }
 		}
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
 	}
-	ok := client(p.client)
+	ok := client(p.Client)
 	defer ok.CloseIdleConnections()
 	if code, err := getWith(t, ok, base+"/plugins"); err != nil || code != 200 {
 		t.Fatalf("client with a certificate: %d %v", code, err)
 	}
-	for name, c := range map[string]*http.Client{"no client certificate": client(), "unknown client certificate": client(p.stranger)} {
+	for name, c := range map[string]*http.Client{"no client certificate": client(), "unknown client certificate": client(p.Stranger)} {
 		if code, err := getWith(t, c, base+"/plugins"); err == nil {
 			t.Errorf("%s: got in (%d)", name, code)
 		}

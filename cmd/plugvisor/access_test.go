@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plugvisor/plugvisor/internal/testpki"
 )
 
 // slowPlugin is a Python plugin with a counter and a function that takes
@@ -232,6 +234,30 @@ func TestDaemonUnixSocketAndTLSRequirement(t *testing.T) {
 	if _, errOut, code := cli(t, nil, "run", "-c", cfg); code == 0 || !strings.Contains(errOut, "api_tls_cert") || !strings.Contains(errOut, "reachable from other machines") {
 		t.Fatalf("plain HTTP on every interface: %d %s", code, errOut)
 	}
+}
+
+// Off loopback with TLS and client certificates (all generated here): the
+// CLI beside the config gets in with its client certificate and the token
+// it finds, and not without the certificate.
+func TestDaemonMutualTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon")
+	}
+	p := testpki.New(t)
+	cfg := fmt.Sprintf("[supervisor]\napi = \"0.0.0.0:0\"\napi_tls_cert = %q\napi_tls_key = %q\napi_client_ca = %q\n",
+		p.File("server.pem"), p.File("server.key"), p.File("ca.pem"))
+	d := startDaemonCmd(t, cfg, nil, "run")
+	if !strings.HasPrefix(d.addr, "https://127.0.0.1:") {
+		t.Fatalf("listening on %q, want https://127.0.0.1:PORT", d.addr)
+	}
+	certFlags := []string{"--client-cert", p.File("client.pem"), "--client-key", p.File("client.key")}
+	if out, errOut, code := d.cli(t, append([]string{"status", "--json"}, certFlags...)...); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("status over mutual TLS: %d %s %s", code, out, errOut)
+	}
+	if _, errOut, code := d.cli(t, "status"); code != 1 || !strings.Contains(errOut, "certificate") {
+		t.Fatalf("status without a client certificate: %d %s", code, errOut)
+	}
+	d.stop(t)
 }
 
 // helperMain runs this test binary as a helper process when a test asks

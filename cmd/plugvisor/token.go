@@ -22,13 +22,16 @@ import (
 
 // clientFlags are what a client command knows of the daemon it talks to.
 type clientFlags struct {
-	api, token, config string
+	api, token, config    string
+	clientCert, clientKey string // PEM files for a daemon that wants client certificates
 }
 
 func (f *clientFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.api, "api", "", "daemon API address: host:port, https://host:port or unix:///path (default $PLUGVISOR_API, else the config's [supervisor] api)")
 	c.Flags().StringVar(&f.token, "token", "", "API token (default $PLUGVISOR_TOKEN, else <state_dir>/api.token of the config)")
 	configFlag(c, &f.config)
+	c.Flags().StringVar(&f.clientCert, "client-cert", "", "PEM certificate for a daemon with api_client_ca (mutual TLS)")
+	c.Flags().StringVar(&f.clientKey, "client-key", "", "PEM key of --client-cert")
 }
 
 // newClient finds the daemon's address and token: --api, then
@@ -77,7 +80,7 @@ func newClient(f clientFlags, configSet bool) (*client, error) {
 			return nil, err
 		}
 	}
-	return dialer(addr, token, sup)
+	return dialer(addr, token, sup, f)
 }
 
 func firstOf(vals ...string) string {
@@ -91,7 +94,7 @@ func firstOf(vals ...string) string {
 
 // dialer builds the HTTP client for addr: a Unix socket, HTTPS (trusting
 // the system's roots and the daemon's own api_tls_cert) or plain HTTP.
-func dialer(addr, token string, sup *config.Supervisor) (*client, error) {
+func dialer(addr, token string, sup *config.Supervisor, f clientFlags) (*client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the token never goes through a proxy
 	if path, ok := strings.CutPrefix(addr, api.UnixScheme); ok {
@@ -111,16 +114,28 @@ func dialer(addr, token string, sup *config.Supervisor) (*client, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("bad API address %q: want host:port, http(s)://host:port or unix:///path/api.sock", addr)
 	}
-	if u.Scheme == "https" && sup != nil && sup.APITLSCert != "" {
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
+	if u.Scheme == "https" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if sup != nil && sup.APITLSCert != "" {
+			roots, err := x509.SystemCertPool()
+			if err != nil {
+				roots = x509.NewCertPool()
+			}
+			// The daemon's own certificate is trusted as a root: a
+			// self-signed one works without a CA.
+			if pem, err := os.ReadFile(sup.APITLSCert); err == nil {
+				roots.AppendCertsFromPEM(pem)
+			}
+			cfg.RootCAs = roots
 		}
-		// A self-signed daemon certificate is trusted as its own root.
-		if pem, err := os.ReadFile(sup.APITLSCert); err == nil {
-			roots.AppendCertsFromPEM(pem)
+		if f.clientCert != "" || f.clientKey != "" {
+			pair, err := tls.LoadX509KeyPair(f.clientCert, f.clientKey)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate (--client-cert %s, --client-key %s): %w", f.clientCert, f.clientKey, err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig = cfg
 	}
 	base := strings.TrimRight(u.String(), "/")
 	return &client{base: base, shown: base, token: token, http: &http.Client{Transport: tr}}, nil
