@@ -4,7 +4,7 @@ export GOTOOLCHAIN := local
 export GOFLAGS     := -buildvcs=false
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run dev test test-go test-python bench soak lint fmt clean
+.PHONY: all build run dev test test-go test-python bench soak lint fmt clean fuzz
 
 all: build
 
@@ -31,6 +31,12 @@ test-python:
 bench: build
 	$(GO) test -run '^$$' -bench . -count 1 ./supervisor/ ./sdk/python/ ./compiler/
 	./bin/plugvisor bench
+
+# Fuzz each native fuzz target for FUZZTIME; make test runs their seeds
+# (testdata/fuzz) as ordinary tests.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIBodies$$' -fuzztime $(FUZZTIME) ./api/
 
 soak:
 	PLUGVISOR_SOAK=1000 $(GO) test -run 'TestSoak' -count=1 -timeout 30m -v ./supervisor/

@@ -3,12 +3,11 @@
 // symbols, function calls, server-sent lifecycle events, Prometheus metrics
 // and a health check. JSON in, JSON out; every error is {"error": "..."}.
 //
-// Security: the API has no authentication. It listens on loopback
-// (127.0.0.1:9081) by default. Binding it anywhere else lets anyone who can
-// reach the port run arbitrary code on this machine as the daemon's user:
-// POST /plugins accepts any driver (a path to a binary, a source folder, a
-// remote repository), which plugvisor builds and starts. Put it behind an
-// authenticating proxy or a firewall if it must leave the machine.
+// Security: whoever can use the API can run code as the daemon's user
+// (POST /plugins builds and starts any driver). NewServer is the routes
+// alone; the daemon serves them through Guard (bearer token, Host, Origin
+// and Content-Type rules) on a listener from Listen (loopback, a 0600 Unix
+// socket, or TLS). See "API access" in docs/DESIGN.md.
 package api
 
 import (
@@ -26,6 +25,7 @@ import (
 
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // DefaultAddr is where the API listens unless configured otherwise.
@@ -64,15 +64,37 @@ type Backend interface {
 }
 
 type server struct {
-	b   Backend
-	log zerolog.Logger
+	b           Backend
+	log         zerolog.Logger
+	callTimeout time.Duration
 }
 
-// NewServer returns the API's handler. log may be nil.
-func NewServer(b Backend, log *zerolog.Logger) http.Handler {
-	s := &server{b: b, log: zerolog.Nop()}
+// DefaultCallTimeout bounds a call through the API unless CallTimeout or
+// the request's ?timeout= says otherwise.
+const DefaultCallTimeout = 30 * time.Second
+
+// Option changes a NewServer default.
+type Option func(*server)
+
+// CallTimeout sets the default deadline of POST /functions ([supervisor]
+// call_timeout); a request's ?timeout= overrides it.
+func CallTimeout(d time.Duration) Option {
+	return func(s *server) {
+		if d > 0 {
+			s.callTimeout = d
+		}
+	}
+}
+
+// NewServer returns the API's routes, without access control (wrap them
+// in Guard to serve them). log may be nil.
+func NewServer(b Backend, log *zerolog.Logger, opts ...Option) http.Handler {
+	s := &server{b: b, log: zerolog.Nop(), callTimeout: DefaultCallTimeout}
 	if log != nil {
 		s.log = *log
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /plugins", s.list)
@@ -278,7 +300,21 @@ func (s *server) call(w http.ResponseWriter, r *http.Request) {
 		}
 		input = body
 	}
-	out, err := s.b.Call(r.Context(), r.PathValue("plugin"), r.PathValue("function"), input)
+	timeout := s.callTimeout
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad timeout=%q: want a positive duration such as 2s or 500ms", v))
+			return
+		}
+		timeout = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	out, err := s.b.Call(ctx, r.PathValue("plugin"), r.PathValue("function"), input)
+	if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+		err = fmt.Errorf("%w (the call's deadline, %v: raise it with ?timeout= or [supervisor] call_timeout)", err, timeout)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -318,7 +354,7 @@ func statusOf(err error) int {
 		return http.StatusBadGateway
 	case errors.As(err, &cfgErr):
 		return http.StatusBadRequest
-	case errors.As(err, &maxErr):
+	case errors.As(err, &maxErr), errors.Is(err, transport.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
 	// The old generation keeps serving: the request conflicts with the
 	// plugin's current state rather than failing the server.

@@ -77,6 +77,15 @@ type Supervisor struct {
 	MaxFrame   int // largest transport frame in bytes; default 16 MiB, at least 64 KiB
 	KeepBuilds int // builds kept per plugin for rollback; default 5
 	LogLines   int // log lines kept per plugin; default 1000
+
+	// API access (docs/DESIGN.md "API access"). API may also be
+	// "unix:///path/api.sock" (relative paths from the config's folder).
+	APIHosts    []string // Host names accepted besides loopback (DNS rebinding guard)
+	APITLSCert  string   // absolute; with APITLSKey serves HTTPS (required off loopback)
+	APITLSKey   string   // absolute
+	APIClientCA string   // absolute; when set, clients need a certificate it signed (mTLS)
+	APIMaxConns int      // concurrent API connections; default 512, lowered to leave fds for plugins
+	CallTimeout Duration // default deadline of calls through the API/CLI; default 30s
 }
 
 // Limits of the [supervisor] integers.
@@ -110,6 +119,8 @@ func DefaultSupervisor() Supervisor {
 		MaxFrame:           DefaultMaxFrame,
 		KeepBuilds:         5,
 		LogLines:           1000,
+		APIMaxConns:        512,
+		CallTimeout:        d(30 * time.Second),
 	}
 }
 
@@ -226,15 +237,16 @@ func Parse(data []byte, baseDir string, builtins Registry) (*Config, error) {
 // Parse would: name, driver (resolved in c's folder and mode) and config.
 // It does not add the plugin to c.
 func (c *Config) NewPlugin(name, driver string, cfg map[string]any, builtins Registry) (*Plugin, error) {
+	// *Error: the API answers a bad name or driver with 400, not 500.
 	if err := ValidName(name); err != nil {
-		return nil, fmt.Errorf("plugin name: %w", err)
+		return nil, &Error{Key: "name", Msg: err.Error(), Err: err}
 	}
 	if _, ok := c.Plugins[name]; ok {
 		return nil, fmt.Errorf("plugin %q already exists; remove it first or pick another name", name)
 	}
 	d, err := ResolveDriver(driver, c.Dir, c.Supervisor.Mode, builtins)
 	if err != nil {
-		return nil, fmt.Errorf("plugin %q: driver: %w", name, err)
+		return nil, &Error{Key: "plugins." + name + ".driver", Msg: err.Error(), Err: err}
 	}
 	if cfg == nil {
 		cfg = map[string]any{}
@@ -297,7 +309,7 @@ func Diff(old, new *Config) Changes {
 		newPl, newS = new.Pipelines, new.Supervisor
 	}
 	ch.PipelinesChanged = !(len(oldPl) == 0 && len(newPl) == 0) && !reflect.DeepEqual(oldPl, newPl)
-	ch.SupervisorChanged = (old == nil) != (new == nil) || oldS != newS
+	ch.SupervisorChanged = (old == nil) != (new == nil) || !reflect.DeepEqual(oldS, newS)
 	return ch
 }
 

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -9,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // The schema is checked by walking the generic decoded document rather than
@@ -22,7 +19,8 @@ var (
 	supervisorKeys = []string{"bin_dir", "remote_dir", "state_dir", "api", "debounce", "max_wait", "mode", "poll",
 		"start_timeout", "drain_timeout", "snapshot_timeout", "restore_timeout", "stop_grace",
 		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
-		"max_frame", "keep_builds", "log_lines"}
+		"max_frame", "keep_builds", "log_lines",
+		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout"}
 	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
@@ -39,13 +37,9 @@ type parser struct {
 
 func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error) {
 	base := absBase(baseDir)
-	var doc map[string]any
-	if _, err := toml.Decode(string(data), &doc); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Line: pe.Position.Line, Msg: "syntax: " + pe.Message, Err: err}
-		}
-		return nil, &Error{File: file, Msg: err.Error(), Err: err}
+	doc, err := decodeDoc(data, file)
+	if err != nil {
+		return nil, err
 	}
 	p := &parser{file: file, lines: locateKeys(string(data))}
 	cfg := &Config{Dir: base, Supervisor: DefaultSupervisor(), Plugins: map[string]*Plugin{}}
@@ -282,8 +276,10 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 		"snapshot_timeout": &s.SnapshotTimeout, "restore_timeout": &s.RestoreTimeout, "stop_grace": &s.StopGrace,
 		"heartbeat_interval": &s.HeartbeatInterval, "heartbeat_timeout": &s.HeartbeatTimeout,
 		"checkpoint_interval": &s.CheckpointInterval, "backoff_min": &s.BackoffMin, "backoff_max": &s.BackoffMax,
+		"call_timeout": &s.CallTimeout,
 	}
-	dirs := map[string]*string{"bin_dir": &s.BinDir, "remote_dir": &s.RemoteDir, "state_dir": &s.StateDir}
+	dirs := map[string]*string{"bin_dir": &s.BinDir, "remote_dir": &s.RemoteDir, "state_dir": &s.StateDir,
+		"api_tls_cert": &s.APITLSCert, "api_tls_key": &s.APITLSKey, "api_client_ca": &s.APIClientCA}
 	for _, k := range sortedKeys(t) {
 		kp, v := child(path, k), t[k]
 		if d, ok := durations[k]; ok {
@@ -334,6 +330,20 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			p.integer(kp, v, &s.KeepBuilds, 1, 1000, "builds")
 		case "log_lines":
 			p.integer(kp, v, &s.LogLines, 1, 10_000_000, "lines")
+		case "api_max_conns":
+			p.integer(kp, v, &s.APIMaxConns, 1, 1_000_000, "connections")
+		case "api_hosts":
+			if l, ok := p.strList(kp, v); ok {
+				for _, h := range l {
+					if h == "" || strings.ContainsAny(h, "/:@ \t") && net.ParseIP(h) == nil {
+						p.errorf(kp, "%q is not a host name — write names such as \"plugvisor.internal\" (no scheme, port or path)", h)
+					}
+				}
+				for i := range l {
+					l[i] = strings.ToLower(l[i])
+				}
+				s.APIHosts = l
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -348,21 +358,51 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 	if s.BackoffMax.Duration < s.BackoffMin.Duration {
 		p.errorf(child(path, "backoff_max"), "%v is shorter than backoff_min (%v)", s.BackoffMax, s.BackoffMin)
 	}
-	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir} {
+	if (s.APITLSCert == "") != (s.APITLSKey == "") {
+		p.errorf(child(path, "api_tls_key"), "api_tls_cert and api_tls_key go together — set both (PEM files) to serve the API over TLS, or neither")
+	}
+	if s.APIClientCA != "" && s.APITLSCert == "" {
+		p.errorf(child(path, "api_client_ca"), "client certificates need TLS — set api_tls_cert and api_tls_key too")
+	}
+	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir, &s.APITLSCert, &s.APITLSKey, &s.APIClientCA} {
+		if *d == "" {
+			continue
+		}
 		if abs, err := expandPath(*d, base); err == nil {
 			*d = abs
 		}
 	}
+	if rest, ok := strings.CutPrefix(s.API, UnixScheme); ok {
+		if abs, err := expandPath(rest, base); err == nil {
+			s.API = UnixScheme + abs
+		}
+	}
 }
 
-// checkAddr accepts "host:port" with a numeric port (host may be empty).
+// UnixScheme prefixes an API address that is a Unix socket path.
+const UnixScheme = "unix://"
+
+// maxUnixPath is the longest socket path Linux and macOS accept (sun_path).
+const maxUnixPath = 103
+
+// checkAddr accepts "host:port" with a numeric port (host may be empty) or
+// "unix://PATH".
 func checkAddr(s string) error {
+	if rest, ok := strings.CutPrefix(s, UnixScheme); ok {
+		switch {
+		case rest == "":
+			return fmt.Errorf("%q names no socket — write \"unix:///run/plugvisor/api.sock\"", s)
+		case len(rest) > maxUnixPath:
+			return fmt.Errorf("%q: a socket path is limited to %d bytes — pick a shorter one", s, maxUnixPath)
+		}
+		return nil
+	}
 	_, port, err := net.SplitHostPort(s)
 	if err == nil {
 		_, err = strconv.ParseUint(port, 10, 16)
 	}
 	if err != nil {
-		return fmt.Errorf("%q is not a listen address — write host:port, e.g. \"127.0.0.1:9081\" or \":9081\"", s)
+		return fmt.Errorf("%q is not a listen address — write host:port, e.g. \"127.0.0.1:9081\", or \"unix:///path/api.sock\"", s)
 	}
 	return nil
 }

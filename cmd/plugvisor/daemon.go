@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -76,7 +75,7 @@ func daemonCommands() []*cobra.Command {
 			},
 		}
 		configFlag(cmd, &f.config)
-		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\":0\" picks a free port)")
+		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\"127.0.0.1:0\" picks a free port; unix:///path/api.sock)")
 		cmd.Flags().StringVar(&f.logLevel, "log-level", level, "log level: debug, info, warn, error or disabled")
 		return cmd
 	}
@@ -85,9 +84,11 @@ func daemonCommands() []*cobra.Command {
 binaries and the config file, swaps plugins as they change and serves the
 HTTP API, until SIGINT or SIGTERM stops everything cleanly.
 
-The API listens on [supervisor] api (default 127.0.0.1:9081) or --api; it has
-no authentication, so keep it on loopback: anyone who can reach it can make
-the daemon run code. Logs go to stderr, JSON unless stderr is a terminal.`, "info", false)
+The API listens on [supervisor] api (default 127.0.0.1:9081) or --api: a
+loopback address, a Unix socket (unix:///path/api.sock) or, with api_tls_cert
+and api_tls_key, any address. Every request but the health probes needs the
+token in <state_dir>/api.token, which the client commands read by themselves.
+Logs go to stderr, JSON unless stderr is a terminal.`, "info", false)
 	devCmd := mk("dev", "Run the daemon with a readable one-line-per-change output",
 		`Dev runs the same daemon as "run" and prints one line per event that
 matters while editing plugins: each swap with its timings, build errors as
@@ -125,21 +126,9 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 	if err != nil {
 		return fmt.Errorf("starting the host: %w", err)
 	}
-	addr := cfg.Supervisor.API
-	if f.api != "" {
-		addr = f.api
-	}
-	if addr == "" { // api = "" means no API: fine for an embedding host, not for the daemon its CLI talks to
-		return fmt.Errorf("[supervisor] api is \"\" (no API), but plugvisor %s serves the API its CLI talks to: set api = %q or pass --api", cmd.Name(), api.DefaultAddr)
-	}
-	ln, err := net.Listen("tcp", addr)
+	ln, srv, err := listenAPI(stderr, cfg, f.api, h, &log)
 	if err != nil {
-		return fmt.Errorf("API: listen on %s: %w (is another plugvisor running? change [supervisor] api or pass --api)", addr, err)
-	}
-	// Tests and scripts read the bound address from this line (":0").
-	fmt.Fprintf(stderr, "api listening on %s\n", ln.Addr())
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
-		log.Warn().Str("addr", ln.Addr().String()).Msg("the API is reachable from other machines and has no authentication: anyone who can reach it can run code here (POST /plugins)")
+		return err
 	}
 
 	var g run.Group
@@ -156,7 +145,6 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 	}
 	{
 		actx, acancel := context.WithCancel(ctx)
-		srv := api.NewServer(backend{h}, &log)
 		g.Add(func() error { return api.ServeListener(actx, ln, srv) }, func(error) { acancel() })
 	}
 	if dev {

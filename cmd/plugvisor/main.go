@@ -59,7 +59,8 @@ sources change and swaps the running process in place, keeping its state.
 
 Daemon:   plugvisor run -c config.toml     (or "dev" for a readable dev loop)
 Client:   plugvisor status | reload NAME | rollback NAME | logs NAME | call P.F [JSON]
-          (--api or PLUGVISOR_API, default ` + defaultAPI + `)`,
+          (run beside the daemon's config.toml or give -c PATH: the address and the
+          token come from it; --api/--token or PLUGVISOR_API/PLUGVISOR_TOKEN override)`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
