@@ -55,7 +55,7 @@ func TestSymbolsShowsTypes(t *testing.T) {
 		t.Skip("builds and runs a plugin")
 	}
 	d := startDaemonWith(t, "run", "[plugins.upper]\ndriver = \"upper\"\n")
-	env := []string{"PLUGVISOR_API=" + d.addr}
+	env := []string{"PLUGVISOR_API=" + d.addr, "PLUGVISOR_TOKEN=" + d.token}
 	waitRunning(t, "http://"+d.addr, "upper", 90*time.Second)
 	out, errOut, code := cli(t, env, "symbols")
 	if code != 0 || !regexp.MustCompile(`(?m)^upper\.upper\s+function\s+string → string$`).MatchString(out) {
