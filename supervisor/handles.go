@@ -16,6 +16,9 @@ import (
 // A function's own error is a *CallError; a crash during the call wraps
 // ErrCrashed.
 func (p *Plugin) Call(ctx context.Context, fn string, input []byte) ([]byte, error) {
+	if err := p.checkInput(fn, input); err != nil {
+		return nil, err
+	}
 	for {
 		g, err := p.acquire(ctx, fn)
 		if err != nil {
