@@ -38,6 +38,9 @@ type Options struct {
 	// (the one holding the plugvisor package). "" finds sdk/python next to
 	// the builtin sources or above the config file's folder.
 	PythonSDK string
+	// ResetDamagedState moves a damaged state.db aside and starts with
+	// empty state (plugvisor run --reset-state); see supervisor.Options.
+	ResetDamagedState bool
 }
 
 // ErrNotRunning is returned by the calls that need Run to be running.
@@ -95,6 +98,7 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		LogLines:           s.LogLines,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
+		ResetDamagedState:  o.ResetDamagedState,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)

@@ -48,6 +48,11 @@ type Options struct {
 	LogLines           int           // [1000] per plugin
 	Logger             *zerolog.Logger
 	Registerer         prometheus.Registerer // metrics; nil = a private registry
+	// ResetDamagedState moves a damaged state.db aside
+	// (state.db.damaged-<time>) and starts with empty state, saying so in
+	// the log; without it New refuses with ErrStoreDamaged. A healthy
+	// store is kept either way.
+	ResetDamagedState bool
 }
 
 func (o *Options) defaults() {
@@ -115,7 +120,7 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockDir = dir
-	st, err := openStore(opts.StateDir)
+	st, err := openStore(opts.StateDir, opts.ResetDamagedState, func(msg string) { s.log.Warn().Msg(msg) })
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

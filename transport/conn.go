@@ -296,14 +296,15 @@ func (c *Conn) writer() {
 		runtime.Gosched()
 		c.mu.Lock()
 		for c.n > 0 && !c.writing { // an inline sender signals again when done
+			take, n := c.batchPrefix()
 			var body []byte
-			if c.n == 1 {
-				body = append([]byte(nil), c.batch[4:]...)
+			if n == 1 {
+				body = append([]byte(nil), c.batch[4:take]...)
 			} else {
-				body = AppendFrame(make([]byte, 0, HeaderSize+len(c.batch)), Frame{Type: Batch, ID: uint64(c.n)})
-				body = append(body, c.batch...)
+				body = AppendFrame(make([]byte, 0, HeaderSize+take), Frame{Type: Batch, ID: uint64(n)})
+				body = append(body, c.batch[:take]...)
 			}
-			c.batch, c.n = c.batch[:0], 0
+			c.batch, c.n = append(c.batch[:0], c.batch[take:]...), c.n-n
 			close(c.space)
 			c.space = make(chan struct{})
 			c.writing = true
@@ -321,6 +322,23 @@ func (c *Conn) writer() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// batchPrefix returns how many bytes and frames of the batch fit in one
+// message of at most max bytes: all of them, unless an inline send that
+// failed put a large frame back at the head. At least one frame. mu held.
+func (c *Conn) batchPrefix() (bytes, frames int) {
+	if HeaderSize+len(c.batch) <= c.max {
+		return len(c.batch), c.n
+	}
+	for bytes < len(c.batch) {
+		next := bytes + 4 + int(binary.BigEndian.Uint32(c.batch[bytes:]))
+		if frames > 0 && HeaderSize+next > c.max {
+			break
+		}
+		bytes, frames = next, frames+1
+	}
+	return bytes, frames
 }
 
 // signal wakes the writer; mu held.
