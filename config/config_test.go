@@ -120,6 +120,9 @@ backoff_max = "10s"
 max_frame = 65536
 keep_builds = 2
 log_lines = 10
+queue_bytes = 1048576
+recv_queue_bytes = 2097152
+fetch_max_bytes = 1073741824
 
 [plugins.counter]
 driver = "./examples/counter"
@@ -139,6 +142,7 @@ checksum = "sha256:` + strings.Repeat("AB", 32) + `"
 [plugins.geo]
 driver = "git::https://example.com/acme/geo.git?ref=v1.2.0"
 update = "10m"
+submodules = true
 
 [[pipeline]]
 name = "demo"
@@ -160,6 +164,7 @@ sink = "mysql.append"
 		StartTimeout: sec(1), DrainTimeout: sec(2), SnapshotTimeout: sec(3), RestoreTimeout: sec(4), StopGrace: sec(5),
 		HeartbeatInterval: sec(6), HeartbeatTimeout: sec(7), CheckpointInterval: sec(8), BackoffMin: ms(9), BackoffMax: sec(10),
 		MaxFrame: 65536, KeepBuilds: 2, LogLines: 10,
+		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
 	}
 	if s != want {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)

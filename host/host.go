@@ -96,6 +96,8 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		BackoffMax:         s.BackoffMax.Duration,
 		MaxFrame:           s.MaxFrame,
 		LogLines:           s.LogLines,
+		QueueBytes:         s.QueueBytes,
+		RecvQueueBytes:     s.RecvQueueBytes,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
 		ResetDamagedState:  o.ResetDamagedState,
