@@ -329,6 +329,7 @@ func download(ctx context.Context, src, tree string, o Options) (usedGit, skippe
 		// byte more makes a cut-off download exceed the cap, which the
 		// size watch then reports instead of keeping a truncated file.
 		MaxBytes: limit + 1,
+		Client:   newCapClient(limit),
 	}
 	var used getter.Getter
 	client := &getter.Client{

@@ -1,6 +1,8 @@
 package fetcher
 
 import (
+	"archive/zip"
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"net/http"
@@ -99,4 +101,47 @@ func TestFetchSubmodulesOnlyWhenAllowed(t *testing.T) {
 	if res.SkippedSubmodules {
 		t.Errorf("SkippedSubmodules set although they were fetched")
 	}
+}
+
+// An archive over the cap is stopped while it downloads (it lands outside
+// the staging folder) and the error names the cap.
+func TestFetchArchiveOverSizeCap(t *testing.T) {
+	gitEnv(t)
+	big := make([]byte, 2<<20)
+	rand.Read(big)
+	zipped := zipWithContent(t, map[string][]byte{"plugin": big})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(zipped)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	_, err := Fetch(ctxT(t), "geo", srv.URL+"/geo.zip", Options{Dir: dir, MaxBytes: 1 << 20})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "download") {
+		t.Fatalf("archive over the cap: want ErrTooLarge for the download, got %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("failed fetch left %v behind", entries)
+	}
+}
+
+// zipWithContent is a zip of executable files with the given contents.
+func zipWithContent(t *testing.T, files map[string][]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, body := range files {
+		h := &zip.FileHeader{Name: name, Method: zip.Store}
+		h.SetMode(0o755)
+		w, err := zw.CreateHeader(h)
+		if err == nil {
+			_, err = w.Write(body)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"path/filepath"
 	"time"
 )
@@ -25,8 +27,7 @@ func watchSize(ctx context.Context, dir string, limit int64) (context.Context, f
 	ended := make(chan struct{})
 	over := func() error {
 		if n := dirSize(dir); n > limit {
-			return fmt.Errorf("%w: the fetched tree reached %d MiB, over the cap of %d MiB — raise fetch_max_bytes in [supervisor] if the plugin really is that large",
-				ErrTooLarge, n>>20, limit>>20)
+			return capError("the fetched tree", n, limit)
 		}
 		return nil
 	}
@@ -58,6 +59,47 @@ func watchSize(ctx context.Context, dir string, limit int64) (context.Context, f
 		}
 		return over()
 	}
+}
+
+func capError(what string, n, limit int64) error {
+	return fmt.Errorf("%w: %s reached %d MiB, over the cap of %d MiB — raise fetch_max_bytes in [supervisor] if the plugin really is that large",
+		ErrTooLarge, what, n>>20, limit>>20)
+}
+
+// capTransport fails a response body with ErrTooLarge once it passed
+// limit bytes: a download (an archive lands outside the staging folder
+// before it is unpacked) stops at the cap with an error that says so.
+type capTransport struct {
+	base  http.RoundTripper
+	limit int64
+}
+
+func newCapClient(limit int64) *http.Client {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.DisableKeepAlives = true // a client per fetch: leave no idle connections behind
+	return &http.Client{Transport: capTransport{base: base, limit: limit}}
+}
+
+func (t capTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err == nil {
+		resp.Body = &capBody{ReadCloser: resp.Body, limit: t.limit}
+	}
+	return resp, err
+}
+
+type capBody struct {
+	io.ReadCloser
+	n, limit int64
+}
+
+func (b *capBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if b.n > b.limit {
+		return n, capError("the download", b.n, b.limit)
+	}
+	return n, err
 }
 
 // dirSize adds up the sizes of the regular files under dir.
