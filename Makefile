@@ -4,7 +4,7 @@ export GOTOOLCHAIN := local
 export GOFLAGS     := -buildvcs=false
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run dev test test-go test-python bench soak lint fmt clean fuzz
+.PHONY: all build run dev test test-go test-python bench soak fuzz lint fmt clean
 
 all: build
 
@@ -32,11 +32,28 @@ bench: build
 	$(GO) test -run '^$$' -bench . -count 1 ./supervisor/ ./sdk/python/ ./compiler/
 	./bin/plugvisor bench
 
-# Fuzz each native fuzz target for FUZZTIME; make test runs their seeds
-# (testdata/fuzz) as ordinary tests.
+# Fuzzing: `make test` runs every target's seeds (testdata/fuzz/<Target>/
+# and the f.Add seeds) as plain tests; `make fuzz` explores each target for
+# FUZZTIME. go test -fuzz takes one package and one target per run, hence
+# the package:Target list. A crash is saved under the package's
+# testdata/fuzz/<Target>/ — fix it and commit that file as a seed.
 FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./transport:FuzzParseMessage \
+	./transport:FuzzParseCall \
+	./transport:FuzzParseState \
+	./transport:FuzzParseRestore \
+	./transport:FuzzHello \
+	./config:FuzzParse \
+	./config:FuzzLocateKeys \
+	./api:FuzzAPIBodies
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIBodies$$' -fuzztime $(FUZZTIME) ./api/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 soak:
 	PLUGVISOR_SOAK=1000 $(GO) test -run 'TestSoak' -count=1 -timeout 30m -v ./supervisor/

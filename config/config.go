@@ -86,6 +86,10 @@ type Supervisor struct {
 	APIClientCA string   // absolute; when set, clients need a certificate it signed (mTLS)
 	APIMaxConns int      // concurrent API connections; default 512, lowered to leave fds for plugins
 	CallTimeout Duration // default deadline of calls through the API/CLI; default 30s
+	// Byte bounds of host buffers and fetches (issue 9).
+	QueueBytes     int   // each subscription queue and sink window; default 32 MiB
+	RecvQueueBytes int   // each channel's received-but-unread messages; default 32 MiB
+	FetchMaxBytes  int64 // what one fetch of a remote plugin may write; default 512 MiB
 }
 
 // Limits of the [supervisor] integers.
@@ -93,6 +97,13 @@ const (
 	DefaultMaxFrame = 16 << 20
 	MinMaxFrame     = 64 << 10
 	MaxMaxFrame     = 1 << 30
+
+	DefaultQueueBytes     = 32 << 20
+	DefaultRecvQueueBytes = 32 << 20
+	DefaultFetchMaxBytes  = 512 << 20
+	MinQueueBytes         = 64 << 10
+	MaxQueueBytes         = 16 << 30
+	MaxFetchMaxBytes      = 1 << 40
 )
 
 // DefaultSupervisor returns the defaults, with the folders still relative.
@@ -121,6 +132,9 @@ func DefaultSupervisor() Supervisor {
 		LogLines:           1000,
 		APIMaxConns:        512,
 		CallTimeout:        d(30 * time.Second),
+		QueueBytes:         DefaultQueueBytes,
+		RecvQueueBytes:     DefaultRecvQueueBytes,
+		FetchMaxBytes:      DefaultFetchMaxBytes,
 	}
 }
 
@@ -137,6 +151,8 @@ type Plugin struct {
 	Build    Build             // [plugins.NAME.build]
 	Env      map[string]string // extra environment of the plugin process; never nil
 	Resolved Driver            // what the driver string resolved to
+
+	Submodules bool // remote git drivers: also fetch the repository's submodules; default false
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -318,7 +334,8 @@ func pluginChanged(a, b *Plugin) bool {
 		!reflect.DeepEqual(a.Resolved, b.Resolved) ||
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
 		!equalList(a.Build.Flags, b.Build.Flags) || !equalList(a.Build.Tags, b.Build.Tags) ||
-		!equalStrings(a.Build.Env, b.Build.Env)
+		!equalStrings(a.Build.Env, b.Build.Env) ||
+		a.Submodules != b.Submodules
 }
 
 // The equal helpers treat nil and empty alike: both mean "none".

@@ -126,6 +126,9 @@ api_tls_key = "/etc/pv/key.pem"
 api_client_ca = "tls/ca.pem"
 api_max_conns = 64
 call_timeout = "11s"
+queue_bytes = 1048576
+recv_queue_bytes = 2097152
+fetch_max_bytes = 1073741824
 
 [plugins.counter]
 driver = "./examples/counter"
@@ -145,6 +148,7 @@ checksum = "sha256:` + strings.Repeat("AB", 32) + `"
 [plugins.geo]
 driver = "git::https://example.com/acme/geo.git?ref=v1.2.0"
 update = "10m"
+submodules = true
 
 [[pipeline]]
 name = "demo"
@@ -168,6 +172,7 @@ sink = "mysql.append"
 		MaxFrame: 65536, KeepBuilds: 2, LogLines: 10,
 		APIHosts: []string{"plugvisor.internal", "10.0.0.5"}, APITLSCert: filepath.Join(f.dir, "tls", "cert.pem"),
 		APITLSKey: "/etc/pv/key.pem", APIClientCA: filepath.Join(f.dir, "tls", "ca.pem"), APIMaxConns: 64, CallTimeout: sec(11),
+		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)

@@ -20,8 +20,9 @@ var (
 		"start_timeout", "drain_timeout", "snapshot_timeout", "restore_timeout", "stop_grace",
 		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
 		"max_frame", "keep_builds", "log_lines",
-		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env"}
+		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
+		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
 
@@ -344,6 +345,16 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 				}
 				s.APIHosts = l
 			}
+		case "queue_bytes":
+			p.integer(kp, v, &s.QueueBytes, MinQueueBytes, MaxQueueBytes, "bytes")
+		case "recv_queue_bytes":
+			p.integer(kp, v, &s.RecvQueueBytes, MinQueueBytes, MaxQueueBytes, "bytes")
+		case "fetch_max_bytes":
+			var n int
+			p.integer(kp, v, &n, 1<<20, MaxFetchMaxBytes, "bytes")
+			if n > 0 {
+				s.FetchMaxBytes = int64(n)
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -453,6 +464,12 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 			if m, ok := p.strMap(kp, v); ok {
 				pl.Env = m
 			}
+		case "submodules":
+			if b, ok := v.(bool); ok {
+				pl.Submodules = b
+			} else {
+				p.errorf(kp, "want true or false, got %s", tomlType(v))
+			}
 		default:
 			p.unknown(kp, pluginKeys)
 		}
@@ -474,6 +491,9 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 	}
 	if kind == KindRemote && pl.Update == "" {
 		pl.Update = UpdateManual
+	}
+	if pl.Submodules && kind != KindRemote {
+		p.errorf(child(path, "submodules"), "applies only to remote (go-getter) drivers; this driver is %s", kind)
 	}
 	if pl.Checksum != "" && kind != KindBinary && kind != KindRemote {
 		p.errorf(child(path, "checksum"), "applies only to binary and remote drivers; this driver is %s", kind)

@@ -42,6 +42,9 @@ type Options struct {
 	// NoPipelines starts the plugins but not the config's pipelines
 	// (plugvisor validate learns the plugins' schemas this way).
 	NoPipelines bool
+	// ResetDamagedState moves a damaged state.db aside and starts with
+	// empty state (plugvisor run --reset-state); see supervisor.Options.
+	ResetDamagedState bool
 }
 
 // ErrNotRunning is returned by the calls that need Run to be running.
@@ -97,8 +100,11 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		BackoffMax:         s.BackoffMax.Duration,
 		MaxFrame:           s.MaxFrame,
 		LogLines:           s.LogLines,
+		QueueBytes:         s.QueueBytes,
+		RecvQueueBytes:     s.RecvQueueBytes,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
+		ResetDamagedState:  o.ResetDamagedState,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)

@@ -543,8 +543,14 @@ func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) 
 	if err != nil {
 		f = failFrame(id, err, panicked)
 	}
-	if err := c.Send(s.ctx, f); err != nil && !errors.Is(err, transport.ErrClosed) {
-		s.fail(fmt.Errorf("function %s: %w", fn.name, err))
+	serr := c.Send(s.ctx, f)
+	if errors.Is(serr, transport.ErrTooLarge) {
+		// Only this call is wrong: answer it with an error naming the limit
+		// and keep serving (a failed Send queued nothing).
+		serr = c.Send(s.ctx, failFrame(id, tooLarge(fn.name, serr), false))
+	}
+	if serr != nil && !errors.Is(serr, transport.ErrClosed) {
+		s.fail(fmt.Errorf("function %s: %w", fn.name, serr))
 	}
 	if panicked {
 		// A panic may have left state half-written: end this process so the
@@ -553,6 +559,11 @@ func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) 
 		fmt.Fprintln(os.Stderr, err)
 		s.fail(fmt.Errorf("function %s: %s", fn.name, strings.SplitN(err.Error(), "\n", 2)[0]))
 	}
+}
+
+// tooLarge phrases a result over the frame limit for the caller.
+func tooLarge(fn string, err error) error {
+	return fmt.Errorf("function %s: answer not sent: %w — return less, or raise max_frame in the host's [supervisor] config", fn, err)
 }
 
 // protect runs f, turning a panic into an error that names it.

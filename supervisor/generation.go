@@ -102,7 +102,7 @@ func (g *generation) listen(ch string) (*transport.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := transport.Listen(addr, transport.Options{MaxFrame: g.p.sup.opts.MaxFrame})
+	c, err := transport.Listen(addr, transport.Options{MaxFrame: g.p.sup.opts.MaxFrame, RecvQueueBytes: g.p.sup.opts.RecvQueueBytes})
 	if err != nil {
 		return nil, err
 	}

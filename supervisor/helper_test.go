@@ -59,7 +59,8 @@ func helperPlugin() sdk.Plugin {
 				time.Sleep(time.Duration(ms) * time.Millisecond)
 				return nil
 			},
-			"big": func(n int) (string, error) { return strings.Repeat("x", n), nil },
+			"big":     func(n int) (string, error) { return strings.Repeat("x", n), nil },
+			"emitted": func() (int64, error) { return hugeEmitted.Load(), nil },
 			"fill": func(ctx context.Context, n int) error {
 				st := sdk.StateOf(ctx)
 				for i := 0; i < n; i++ {
@@ -70,8 +71,9 @@ func helperPlugin() sdk.Plugin {
 				return nil
 			},
 		},
-		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }, "blob": func() sdk.Source { return &blob{} }},
-		Sinks:   map[string]sdk.NewSink{"collect": func() sdk.Sink { return &collect{} }},
+		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }, "blob": func() sdk.Source { return &blob{} },
+			"huge": func() sdk.Source { return &huge{} }},
+		Sinks: map[string]sdk.NewSink{"collect": func() sdk.Sink { return &collect{} }, "stuck": func() sdk.Sink { return &stuck{} }},
 	}
 	if os.Getenv("PV_TEST_NO_COUNT") != "" {
 		delete(p.Functions, "count")
@@ -219,6 +221,8 @@ func runHelper(mode string) int {
 		return runHost()
 	case "host-swap":
 		return runHostSwap()
+	case "host-huge":
+		return runHostHuge()
 	}
 	fmt.Fprintln(os.Stderr, "helper: unknown mode", mode)
 	return 2

@@ -28,6 +28,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // Options tune the supervisor. Zero durations take the defaults in
@@ -48,6 +50,18 @@ type Options struct {
 	LogLines           int           // [1000] per plugin
 	Logger             *zerolog.Logger
 	Registerer         prometheus.Registerer // metrics; nil = a private registry
+	// QueueBytes bounds each subscription queue and each sink window in
+	// bytes (besides their item counts) [32 MiB]; an item larger than it
+	// passes alone. RecvQueueBytes bounds what each channel holds received
+	// but unread [32 MiB, at least one max_frame message]. When either is
+	// full the producer waits: nothing is dropped.
+	QueueBytes     int
+	RecvQueueBytes int
+	// ResetDamagedState moves a damaged state.db aside
+	// (state.db.damaged-<time>) and starts with empty state, saying so in
+	// the log; without it New refuses with ErrStoreDamaged. A healthy
+	// store is kept either way.
+	ResetDamagedState bool
 }
 
 func (o *Options) defaults() {
@@ -68,6 +82,12 @@ func (o *Options) defaults() {
 	def(&o.BackoffMax, 30*time.Second)
 	if o.MaxFrame <= 0 {
 		o.MaxFrame = 16 << 20
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 32 << 20
+	}
+	if o.RecvQueueBytes <= 0 {
+		o.RecvQueueBytes = transport.DefaultRecvQueueBytes
 	}
 	if o.LogLines <= 0 {
 		o.LogLines = 1000
@@ -115,7 +135,7 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockDir = dir
-	st, err := openStore(opts.StateDir)
+	st, err := openStore(opts.StateDir, opts.ResetDamagedState, func(msg string) { s.log.Warn().Msg(msg) })
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

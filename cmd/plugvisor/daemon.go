@@ -60,6 +60,7 @@ func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
 
 type daemonFlags struct {
 	config, api, logLevel string
+	resetState            bool
 }
 
 func daemonCommands() []*cobra.Command {
@@ -77,6 +78,7 @@ func daemonCommands() []*cobra.Command {
 		configFlag(cmd, &f.config)
 		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\"127.0.0.1:0\" picks a free port; unix:///path/api.sock)")
 		cmd.Flags().StringVar(&f.logLevel, "log-level", level, "log level: debug, info, warn, error or disabled")
+		cmd.Flags().BoolVar(&f.resetState, "reset-state", false, "if state_dir's state.db is damaged, move it aside (state.db.damaged-<time>) and start with empty state")
 		return cmd
 	}
 	runCmd := mk("run", "Run the daemon on a config file",
@@ -122,7 +124,7 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 	if err != nil {
 		return err
 	}
-	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources()})
+	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), ResetDamagedState: f.resetState})
 	if err != nil {
 		return fmt.Errorf("starting the host: %w", err)
 	}

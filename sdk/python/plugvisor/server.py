@@ -485,7 +485,9 @@ class Server:
             try:
                 c.send(frame[0], cid, frame[1])
             except fr.FrameTooLarge as e:
-                c.send(fr.FAIL, cid, _error_payload("function %r: %s" % (fn.name, e)))
+                c.send(fr.FAIL, cid, _error_payload(
+                    "function %r: answer not sent: %s — return less, or raise max_frame in the host's "
+                    "[supervisor] config" % (fn.name, e)))
         except Closed:
             pass
         if panic:
