@@ -35,8 +35,8 @@ func TestMain(m *testing.M) {
 	}
 	goleak.VerifyTestMain(m,
 		// The spawner's OS thread lives as long as the host, by design.
-		goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"),
-		goleak.IgnoreAnyFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"),
+		goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"),
+		goleak.IgnoreAnyFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"),
 	)
 }
 
