@@ -53,6 +53,7 @@ type generation struct {
 	deathErr  error
 	forced    atomic.Bool // killed by a forced swap: unanswered calls go to the next generation
 	lastHeard atomic.Int64
+	refused   atomic.Pointer[string] // why a peer's hello was refused, if one was
 
 	reqs    waiters // control requests awaiting their reply
 	pending waiters // function calls awaiting their result
@@ -134,6 +135,10 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	fail := func(err error) (*generation, error) {
 		g.kill(err)
 		g.retire(0)
+		if r := g.refused.Load(); r != nil {
+			// Say what went wrong, not that the wait ran out after it.
+			return nil, fmt.Errorf("%w: %s: handshake refused: %s (then: %w)", ErrStartFailed, p.name, *r, g.reason())
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrStartFailed, p.name, g.reason())
 	}
 	select {
@@ -305,10 +310,14 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 	}
 	if subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
 		g.p.logf(g.num, "refused a peer with a wrong token")
+		why := "the plugin presented a wrong token (PLUGVISOR_TOKEN is not the one this host gave it)"
+		g.refused.Store(&why)
 		return false, g.ctl.Send(context.Background(), refuse("wrong token"))
 	}
 	if hello.Protocol != transport.Version {
-		return false, fmt.Errorf("speaks protocol %d, this host speaks %d", hello.Protocol, transport.Version)
+		why := fmt.Sprintf("wrong protocol version: the plugin speaks protocol %d, this host speaks %d (rebuild it against this plugvisor's SDK)", hello.Protocol, transport.Version)
+		g.refused.Store(&why)
+		return false, errors.New(why)
 	}
 	if err := hello.Manifest.Validate(); err != nil {
 		return false, err
