@@ -77,6 +77,15 @@ type Supervisor struct {
 	MaxFrame   int // largest transport frame in bytes; default 16 MiB, at least 64 KiB
 	KeepBuilds int // builds kept per plugin for rollback; default 5
 	LogLines   int // log lines kept per plugin; default 1000
+
+	// Plugin output on its way to the daemon's log, per plugin: bytes and
+	// lines per second (more is dropped and counted), and the longest line.
+	LogBytesPerSec int // default 1 MiB
+	LogLinesPerSec int // default 1000
+	LogLineMax     int // default 4096 bytes
+	// EnvInherit names host variables every plugin gets beyond the minimal
+	// set (PATH, HOME, …; see docs/DESIGN.md); default none.
+	EnvInherit []string
 }
 
 // Limits of the [supervisor] integers.
@@ -110,6 +119,9 @@ func DefaultSupervisor() Supervisor {
 		MaxFrame:           DefaultMaxFrame,
 		KeepBuilds:         5,
 		LogLines:           1000,
+		LogBytesPerSec:     1 << 20,
+		LogLinesPerSec:     1000,
+		LogLineMax:         4096,
 	}
 }
 
@@ -126,6 +138,9 @@ type Plugin struct {
 	Build    Build             // [plugins.NAME.build]
 	Env      map[string]string // extra environment of the plugin process; never nil
 	Resolved Driver            // what the driver string resolved to
+	// EnvInherit names host variables this plugin gets beyond the minimal
+	// set; nil takes [supervisor] env_inherit, empty passes none.
+	EnvInherit []string
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -297,7 +312,7 @@ func Diff(old, new *Config) Changes {
 		newPl, newS = new.Pipelines, new.Supervisor
 	}
 	ch.PipelinesChanged = !(len(oldPl) == 0 && len(newPl) == 0) && !reflect.DeepEqual(oldPl, newPl)
-	ch.SupervisorChanged = (old == nil) != (new == nil) || oldS != newS
+	ch.SupervisorChanged = (old == nil) != (new == nil) || !reflect.DeepEqual(oldS, newS)
 	return ch
 }
 
@@ -306,7 +321,8 @@ func pluginChanged(a, b *Plugin) bool {
 		!reflect.DeepEqual(a.Resolved, b.Resolved) ||
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
 		!equalList(a.Build.Flags, b.Build.Flags) || !equalList(a.Build.Tags, b.Build.Tags) ||
-		!equalStrings(a.Build.Env, b.Build.Env)
+		!equalStrings(a.Build.Env, b.Build.Env) ||
+		(a.EnvInherit == nil) != (b.EnvInherit == nil) || !equalList(a.EnvInherit, b.EnvInherit) // nil: the default; empty: none
 }
 
 // The equal helpers treat nil and empty alike: both mean "none".

@@ -83,7 +83,7 @@ func TestDefaults(t *testing.T) {
 	want.BinDir = filepath.Join(f.dir, "bin")
 	want.RemoteDir = filepath.Join(f.dir, "remote-plugins")
 	want.StateDir = filepath.Join(f.dir, ".plugvisor")
-	if cfg.Supervisor != want {
+	if !reflect.DeepEqual(cfg.Supervisor, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg.Supervisor, want)
 	}
 	if cfg.Supervisor.Debounce.Duration != 100*time.Millisecond || cfg.Supervisor.MaxFrame != 16<<20 ||
@@ -120,6 +120,10 @@ backoff_max = "10s"
 max_frame = 65536
 keep_builds = 2
 log_lines = 10
+log_bytes_per_sec = 2048
+log_lines_per_sec = 20
+log_line_max = 100
+env_inherit = ["AWS_PROFILE"]
 
 [plugins.counter]
 driver = "./examples/counter"
@@ -160,8 +164,9 @@ sink = "mysql.append"
 		StartTimeout: sec(1), DrainTimeout: sec(2), SnapshotTimeout: sec(3), RestoreTimeout: sec(4), StopGrace: sec(5),
 		HeartbeatInterval: sec(6), HeartbeatTimeout: sec(7), CheckpointInterval: sec(8), BackoffMin: ms(9), BackoffMax: sec(10),
 		MaxFrame: 65536, KeepBuilds: 2, LogLines: 10,
+		LogBytesPerSec: 2048, LogLinesPerSec: 20, LogLineMax: 100, EnvInherit: []string{"AWS_PROFILE"},
 	}
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)
 	}
 	c := cfg.Plugins["counter"]

@@ -22,8 +22,8 @@ var (
 	supervisorKeys = []string{"bin_dir", "remote_dir", "state_dir", "api", "debounce", "max_wait", "mode", "poll",
 		"start_timeout", "drain_timeout", "snapshot_timeout", "restore_timeout", "stop_grace",
 		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
-		"max_frame", "keep_builds", "log_lines"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env"}
+		"max_frame", "keep_builds", "log_lines", "log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "env_inherit"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
 
@@ -212,6 +212,25 @@ func (p *parser) strList(path []string, v any) ([]string, bool) {
 	return out, true
 }
 
+// envNames reads a list of environment variable names; an empty list is
+// empty, not nil (it overrides a default).
+func (p *parser) envNames(path []string, v any) ([]string, bool) {
+	names, ok := p.strList(path, v)
+	if !ok {
+		return nil, false
+	}
+	for i, n := range names {
+		if !envKeyRe.MatchString(n) {
+			p.errorf(child(path, index(i)), "%q is not an environment variable name (letters, digits and '_', not starting with a digit)", n)
+			return nil, false
+		}
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names, true
+}
+
 func (p *parser) strMap(path []string, v any) (map[string]string, bool) {
 	t, ok := p.table(path, v)
 	if !ok {
@@ -332,6 +351,16 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			p.integer(kp, v, &s.KeepBuilds, 1, 1000, "builds")
 		case "log_lines":
 			p.integer(kp, v, &s.LogLines, 1, 10_000_000, "lines")
+		case "log_bytes_per_sec":
+			p.integer(kp, v, &s.LogBytesPerSec, 1024, 1<<30, "bytes per second")
+		case "log_lines_per_sec":
+			p.integer(kp, v, &s.LogLinesPerSec, 1, 10_000_000, "lines per second")
+		case "log_line_max":
+			p.integer(kp, v, &s.LogLineMax, 80, 1<<20, "bytes")
+		case "env_inherit":
+			if names, ok := p.envNames(kp, v); ok {
+				s.EnvInherit = names
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -410,6 +439,10 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 		case "env":
 			if m, ok := p.strMap(kp, v); ok {
 				pl.Env = m
+			}
+		case "env_inherit":
+			if names, ok := p.envNames(kp, v); ok {
+				pl.EnvInherit = names
 			}
 		default:
 			p.unknown(kp, pluginKeys)

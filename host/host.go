@@ -93,6 +93,10 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		BackoffMax:         s.BackoffMax.Duration,
 		MaxFrame:           s.MaxFrame,
 		LogLines:           s.LogLines,
+		LogBytesPerSec:     s.LogBytesPerSec,
+		LogLinesPerSec:     s.LogLinesPerSec,
+		LogLineMax:         s.LogLineMax,
+		EnvInherit:         s.EnvInherit,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
 	})
