@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -187,6 +189,9 @@ func (s *server) run(ctx context.Context) error {
 // (WatchParent false) just return.
 func (s *server) hostGone(err error) error {
 	if s.env.WatchParent {
+		// The host held our stderr: with it gone a write would raise
+		// SIGPIPE and end us before the group is killed.
+		signal.Ignore(syscall.SIGPIPE)
 		fmt.Fprintf(os.Stderr, "plugin %s: %v; ending its process group\n", s.man.Name, err)
 		proc.KillOwnGroup()
 	}

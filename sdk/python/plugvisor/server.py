@@ -186,7 +186,10 @@ class Server:
             elif self.host_pid > 0 and os.getppid() != self.host_pid:
                 self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid, host_gone=True)
         if self._host_gone:
-            self._die(self._exit_msg)
+            try:
+                self._die(self._exit_msg + "; ending its process group")
+            except OSError:
+                pass  # the host held our stderr
             _kill_own_group()
         self._close_all()
         if self._exit_code:
