@@ -106,6 +106,31 @@ func TestSetsidGrandchildHoldingStderr(t *testing.T) {
 	waitGone(t, "the removed plugin's processes to die", 5*time.Second, append(third, last)...)
 }
 
+// A descendant that escapes every net (its own session, no environment)
+// and holds the plugin's stderr cannot wedge it: the generation ends with
+// its process, output readers are cut off, a swap and a removal complete.
+func TestEscapedGrandchildCannotWedge(t *testing.T) {
+	sup := newSup(t)
+	p, _ := sup.Add("escaper", helperSpec("spawn-escape"))
+	call(t, p, "count", `"k"`)
+	kids := kidsOf(t, p)
+	t.Cleanup(func() {
+		for _, pid := range kids {
+			_ = killPID(pid)
+		}
+	})
+	reload(t, p, supervisor.ReloadOptions{Spec: ptr(helperSpec("plugin"))})
+	call(t, p, "count", `"k"`)
+	if err := sup.Remove(ctxT(t, 15*time.Second), "escaper"); err != nil {
+		t.Fatal(err)
+	}
+	if !alive(kids[0]) {
+		t.Log("the escaped child was found after all")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // A same-group child and a setsid child survive kill -9 of the host at most
 // until the next host starts on that state_dir (issue 9, item 3). Tied
 // (Linux: parent-death signal) and untied (as on macOS: the SDK watchdog
@@ -127,12 +152,12 @@ func TestLeftoversOfAKilledHost(t *testing.T) {
 			}
 			line, _ := bufio.NewReader(out).ReadString('\n')
 			f := strings.Fields(line)
-			if len(f) != 4 || f[0] != "PIDS" {
+			if len(f) != 5 || f[0] != "PIDS" {
 				_ = cmd.Process.Kill()
 				_ = cmd.Wait()
 				t.Fatalf("host said %q", line)
 			}
-			all := pids(t, strings.Join(f[1:], " "))
+			all, sockDir := pids(t, strings.Join(f[1:4], " ")), f[4]
 			plugin, group, session := all[0], all[1], all[2]
 			t.Cleanup(func() {
 				for _, pid := range all {
@@ -158,6 +183,10 @@ func TestLeftoversOfAKilledHost(t *testing.T) {
 			defer sup.Close(ctxT(t, 10*time.Second))
 			// New returned: what the last host left was killed before it.
 			waitGone(t, "the earlier host's leftovers to die", 2*time.Second, plugin, group, session)
+			// and its socket dir is gone.
+			if _, err := os.Stat(sockDir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the killed host's socket dir %s is still there (%v)", sockDir, err)
+			}
 		})
 	}
 }

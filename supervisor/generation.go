@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -86,14 +85,16 @@ func (g *generation) address(ch string) (string, error) {
 	if g.spec.InProc != nil {
 		return "inproc://" + g.p.sup.sockDir + "/" + name, nil
 	}
-	path := filepath.Join(g.p.sup.sockDir, name)
-	if len(path) > 100 {
-		return "", fmt.Errorf("socket path %s is %d bytes, over the ~100-byte Unix limit: set a shorter state_dir or TMPDIR", path, len(path))
+	addr, path, err := ipcAddress(g.p.sup.sockDir, name)
+	if err != nil {
+		return "", err
 	}
-	g.connMu.Lock()
-	g.sockets = append(g.sockets, path)
-	g.connMu.Unlock()
-	return "ipc://" + path, nil
+	if path != "" {
+		g.connMu.Lock()
+		g.sockets = append(g.sockets, path)
+		g.connMu.Unlock()
+	}
+	return addr, nil
 }
 
 // listen opens a host-side channel of this generation.

@@ -27,6 +27,19 @@ func osHelper(mode string, env sdk.Env) (int, bool) {
 		}
 		fmt.Fprintf(os.Stderr, "CHILDREN %d %d\n", group, session)
 		return serve(helperPlugin(), env), true
+	case "spawn-escape":
+		// A child in its own session with an empty environment (no tag),
+		// holding stdout and stderr: nothing finds it, only the pipes.
+		cmd := exec.Command("/bin/sleep", "300")
+		cmd.Env = []string{}
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "spawn:", err)
+			return 1, true
+		}
+		fmt.Fprintf(os.Stderr, "CHILDREN %d\n", cmd.Process.Pid)
+		return serve(helperPlugin(), env), true
 	case "flood":
 		go func() {
 			chunk := []byte(strings.Repeat("x", 64<<10)) // no newline, ever
@@ -72,7 +85,7 @@ func runHostSpawn(tie bool) int {
 	}
 	for ctx.Err() == nil {
 		if kids := childrenOf(p); kids != "" {
-			fmt.Println("PIDS", p.Status().PID, kids)
+			fmt.Println("PIDS", p.Status().PID, kids, sup.SocketDir())
 			select {}
 		}
 		time.Sleep(5 * time.Millisecond) // a helper process polling its own log; not a test's synchronisation
