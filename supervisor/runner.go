@@ -24,12 +24,11 @@ type runner interface {
 
 // runSpec is what a runner needs to start generation num of a plugin.
 type runSpec struct {
-	spec    Spec
-	env     []string // the process environment (environ)
-	sdkEnv  sdk.Env  // the same for an in-process plugin
-	tag     string   // the generation's tag (containment)
-	out     lineSink
-	started func(pid int) // records the process for cleanup after a host crash
+	spec   Spec
+	env    []string // the process environment (environ)
+	sdkEnv sdk.Env  // the same for an in-process plugin
+	tag    string   // the generation's tag (containment)
+	out    lineSink
 }
 
 // newRunner picks the runner of a generation. Tests replace it through

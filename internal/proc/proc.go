@@ -15,7 +15,8 @@ import (
 // group (Unix) or job (Windows).
 type Group struct {
 	cmd *exec.Cmd
-	sys groupSys // per-OS handle (the job on Windows)
+	//lint:ignore U1000 empty on Unix; the job handle on Windows
+	sys groupSys
 }
 
 // Start starts cmd as the leader of a new group. With tie, the child is

@@ -8,6 +8,7 @@ import (
 	"syscall"
 )
 
+//lint:ignore U1000 used on Windows (proc_windows.go)
 type groupSys struct{}
 
 func (g *Group) kill() error      { return signalGroup(g.Pid(), syscall.SIGKILL) }
