@@ -90,6 +90,14 @@ type Supervisor struct {
 	QueueBytes     int   // each subscription queue and sink window; default 32 MiB
 	RecvQueueBytes int   // each channel's received-but-unread messages; default 32 MiB
 	FetchMaxBytes  int64 // what one fetch of a remote plugin may write; default 512 MiB
+	// Plugin output on its way to the daemon's log, per plugin: bytes and
+	// lines per second (more is dropped and counted), and the longest line.
+	LogBytesPerSec int // default 1 MiB
+	LogLinesPerSec int // default 1000
+	LogLineMax     int // default 4096 bytes
+	// EnvInherit names host variables every plugin gets beyond the minimal
+	// set (PATH, HOME, …; see docs/DESIGN.md); default none.
+	EnvInherit []string
 }
 
 // Limits of the [supervisor] integers.
@@ -135,6 +143,9 @@ func DefaultSupervisor() Supervisor {
 		QueueBytes:         DefaultQueueBytes,
 		RecvQueueBytes:     DefaultRecvQueueBytes,
 		FetchMaxBytes:      DefaultFetchMaxBytes,
+		LogBytesPerSec:     1 << 20,
+		LogLinesPerSec:     1000,
+		LogLineMax:         4096,
 	}
 }
 
@@ -153,6 +164,9 @@ type Plugin struct {
 	Resolved Driver            // what the driver string resolved to
 
 	Submodules bool // remote git drivers: also fetch the repository's submodules; default false
+	// EnvInherit names host variables this plugin gets beyond the minimal
+	// set; nil takes [supervisor] env_inherit, empty passes none.
+	EnvInherit []string
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -335,7 +349,8 @@ func pluginChanged(a, b *Plugin) bool {
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
 		!equalList(a.Build.Flags, b.Build.Flags) || !equalList(a.Build.Tags, b.Build.Tags) ||
 		!equalStrings(a.Build.Env, b.Build.Env) ||
-		a.Submodules != b.Submodules
+		a.Submodules != b.Submodules ||
+		(a.EnvInherit == nil) != (b.EnvInherit == nil) || !equalList(a.EnvInherit, b.EnvInherit) // nil: the default; empty: none
 }
 
 // The equal helpers treat nil and empty alike: both mean "none".

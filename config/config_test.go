@@ -129,6 +129,10 @@ call_timeout = "11s"
 queue_bytes = 1048576
 recv_queue_bytes = 2097152
 fetch_max_bytes = 1073741824
+log_bytes_per_sec = 2048
+log_lines_per_sec = 20
+log_line_max = 100
+env_inherit = ["AWS_PROFILE"]
 
 [plugins.counter]
 driver = "./examples/counter"
@@ -173,6 +177,7 @@ sink = "mysql.append"
 		APIHosts: []string{"plugvisor.internal", "10.0.0.5"}, APITLSCert: filepath.Join(f.dir, "tls", "cert.pem"),
 		APITLSKey: "/etc/pv/key.pem", APIClientCA: filepath.Join(f.dir, "tls", "ca.pem"), APIMaxConns: 64, CallTimeout: sec(11),
 		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
+		LogBytesPerSec: 2048, LogLinesPerSec: 20, LogLineMax: 100, EnvInherit: []string{"AWS_PROFILE"},
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)

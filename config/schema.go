@@ -21,8 +21,9 @@ var (
 		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
 		"max_frame", "keep_builds", "log_lines",
 		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
-		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules"}
+		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
+		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
 
@@ -207,6 +208,25 @@ func (p *parser) strList(path []string, v any) ([]string, bool) {
 	return out, true
 }
 
+// envNames reads a list of environment variable names; an empty list is
+// empty, not nil (it overrides a default).
+func (p *parser) envNames(path []string, v any) ([]string, bool) {
+	names, ok := p.strList(path, v)
+	if !ok {
+		return nil, false
+	}
+	for i, n := range names {
+		if !envKeyRe.MatchString(n) {
+			p.errorf(child(path, index(i)), "%q is not an environment variable name (letters, digits and '_', not starting with a digit)", n)
+			return nil, false
+		}
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names, true
+}
+
 func (p *parser) strMap(path []string, v any) (map[string]string, bool) {
 	t, ok := p.table(path, v)
 	if !ok {
@@ -355,6 +375,16 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			if n > 0 {
 				s.FetchMaxBytes = int64(n)
 			}
+		case "log_bytes_per_sec":
+			p.integer(kp, v, &s.LogBytesPerSec, 1024, 1<<30, "bytes per second")
+		case "log_lines_per_sec":
+			p.integer(kp, v, &s.LogLinesPerSec, 1, 10_000_000, "lines per second")
+		case "log_line_max":
+			p.integer(kp, v, &s.LogLineMax, 80, 1<<20, "bytes")
+		case "env_inherit":
+			if names, ok := p.envNames(kp, v); ok {
+				s.EnvInherit = names
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -469,6 +499,10 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 				pl.Submodules = b
 			} else {
 				p.errorf(kp, "want true or false, got %s", tomlType(v))
+			}
+		case "env_inherit":
+			if names, ok := p.envNames(kp, v); ok {
+				pl.EnvInherit = names
 			}
 		default:
 			p.unknown(kp, pluginKeys)

@@ -204,6 +204,7 @@ func (w *worker) base(s *supervisor.Spec) *supervisor.Spec {
 		env[k] = v
 	}
 	s.Env = env
+	s.EnvInherit = w.cfg.EnvInherit
 	return s
 }
 

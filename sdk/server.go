@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/transport"
 )
 
@@ -163,21 +166,37 @@ func (s *server) run(ctx context.Context) error {
 		case err := <-s.fatal:
 			return err
 		case <-ctl.Lost():
-			return errors.New("lost the control channel to the plugvisor host")
+			return s.hostGone(errors.New("lost the control channel to the plugvisor host"))
 		case <-s.heard:
 			missed = 0
 		case <-silent:
 			// The host pings every interval; three silent ones mean it is gone
 			// or wedged, and a plugin must not outlive its host.
 			if missed++; missed > 3 {
-				return errors.New("the plugvisor host stopped sending heartbeats")
+				return s.hostGone(errors.New("the plugvisor host stopped sending heartbeats"))
 			}
 		case <-parent:
 			if os.Getppid() != s.env.HostPID {
-				return fmt.Errorf("the plugvisor host (pid %d) is gone", s.env.HostPID)
+				return s.hostGone(fmt.Errorf("the plugvisor host (pid %d) is gone", s.env.HostPID))
 			}
 		}
 	}
+}
+
+// hostGone ends a plugin process whose host is gone together with what it
+// started in its process group: with no host, nothing else would (on
+// macOS there is no parent-death signal; on Linux it reaches only this
+// process). The reason goes to stderr first. In-process plugins
+// (WatchParent false) just return.
+func (s *server) hostGone(err error) error {
+	if s.env.WatchParent {
+		// The host held our stderr: with it gone a write would raise
+		// SIGPIPE and end us before the group is killed.
+		signal.Ignore(syscall.SIGPIPE)
+		fmt.Fprintf(os.Stderr, "plugin %s: %v; ending its process group\n", s.man.Name, err)
+		proc.KillOwnGroup()
+	}
+	return err
 }
 
 func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, []transport.Frame, error) {

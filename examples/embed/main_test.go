@@ -15,7 +15,7 @@ import (
 
 func TestMain(m *testing.M) {
 	// The supervisor's spawner thread lives as long as the process, by design.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"))
 }
 
 // The embedding example builds (this test compiles it) and runs: it hosts

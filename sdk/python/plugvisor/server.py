@@ -162,6 +162,7 @@ class Server:
         self._stopping = threading.Event()  # process-wide: set when exiting
         self._heard = time.monotonic()
         self._early: List[fr.Frame] = []
+        self._host_gone = False
         self._pool = concurrent.futures.ThreadPoolExecutor(CALL_WORKERS, thread_name_prefix="plugvisor-call")
 
     def _schemas(self, explicit: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -209,9 +210,15 @@ class Server:
         tick = min(hb, PARENT_CHECK) if hb else PARENT_CHECK
         while not self._exit.wait(tick):
             if hb and time.monotonic() - self._heard > 3 * hb:
-                self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats); exiting" % (3000 * hb))
+                self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats); exiting" % (3000 * hb), host_gone=True)
             elif self.host_pid > 0 and os.getppid() != self.host_pid:
-                self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid)
+                self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid, host_gone=True)
+        if self._host_gone:
+            try:
+                self._die(self._exit_msg + "; ending its process group")
+            except OSError:
+                pass  # the host held our stderr
+            _kill_own_group()
         self._close_all()
         if self._exit_code:
             return self._die(self._exit_msg)
@@ -250,10 +257,11 @@ class Server:
             raise _Fatal("handshake: welcome payload is not a JSON object")
         return w
 
-    def _fatal(self, msg: str, code: int = 1) -> None:
+    def _fatal(self, msg: str, code: int = 1, host_gone: bool = False) -> None:
         with self._lock:
             if not self._exit.is_set():
                 self._exit_code, self._exit_msg = code, msg
+                self._host_gone = host_gone
                 self._exit.set()
 
     def _shutdown(self) -> None:
@@ -284,7 +292,7 @@ class Server:
             try:
                 frames = self.ctl.recv()
             except Closed:
-                self._fatal("lost the control channel to the plugvisor host")
+                self._fatal("lost the control channel to the plugvisor host", host_gone=True)
                 return
             except (fr.MalformedFrame, fr.FrameTooLarge) as e:
                 self._fatal("control channel: %s" % e)
@@ -611,3 +619,12 @@ def _migrated(scope: str, got: Any) -> Dict[str, bytes]:
         # Values are JSON bytes; anything else is taken as a value to encode.
         out[str(k)] = bytes(v) if isinstance(v, (bytes, bytearray)) else encode_json(v)
     return out
+
+
+def _kill_own_group() -> None:
+    """The host is gone: end everything this plugin started in its process
+    group (itself included), as plugvisor started it leading that group.
+    Started any other way (from a shell) the group is not ours: nothing."""
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        import signal
+        os.killpg(0, signal.SIGKILL)
