@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,8 +202,8 @@ func Discover(ctx context.Context, pkgDir string, opts Options) (WatchSet, error
 		files[gw] = true
 		files[gw+".sum"] = true // go.work.sum
 	}
-	ws.Dirs = sortedKeys(dirs)
-	ws.Files = sortedKeys(files)
+	ws.Dirs = slices.Sorted(maps.Keys(dirs))
+	ws.Files = slices.Sorted(maps.Keys(files))
 	return ws, nil
 }
 
@@ -252,13 +253,4 @@ func fallbackWatchSet(pkgDir string) WatchSet {
 		d = parent
 	}
 	return ws
-}
-
-func sortedKeys(m map[string]bool) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }

@@ -1,5 +1,10 @@
 package config
 
+import (
+	"maps"
+	"slices"
+)
+
 // New returns a config holding the defaults, for a host that builds its
 // config in Go rather than TOML: set Supervisor fields (Mode before adding
 // builtins), add plugins with AddPlugin and pipelines with AddPipeline,
@@ -49,7 +54,7 @@ func (c *Config) Validate() error {
 	p := &parser{}
 	s := c.Supervisor
 	p.supervisor([]string{"supervisor"}, supervisorMap(s), &s, c.Dir)
-	for _, name := range sortedKeys(c.Plugins) {
+	for _, name := range slices.Sorted(maps.Keys(c.Plugins)) {
 		pl := c.Plugins[name]
 		if err := ValidName(name); err != nil {
 			p.errorf([]string{"plugins", name}, "%v", err)

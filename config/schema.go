@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,7 +48,7 @@ func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error
 	p := &parser{file: file, lines: locateKeys(string(data))}
 	cfg := &Config{Dir: base, Supervisor: DefaultSupervisor(), Plugins: map[string]*Plugin{}}
 
-	for _, k := range sortedKeys(doc) {
+	for _, k := range slices.Sorted(maps.Keys(doc)) {
 		switch k {
 		case "supervisor", "plugins", "pipeline":
 		default:
@@ -60,7 +62,7 @@ func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error
 	}
 	if v, ok := doc["plugins"]; ok {
 		if tbl, ok := p.table([]string{"plugins"}, v); ok {
-			for _, name := range sortedKeys(tbl) {
+			for _, name := range slices.Sorted(maps.Keys(tbl)) {
 				path := []string{"plugins", name}
 				if err := ValidName(name); err != nil {
 					p.errorf(path, "%v", err)
@@ -133,15 +135,6 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func child(path []string, k string) []string {
@@ -234,7 +227,7 @@ func (p *parser) strMap(path []string, v any) (map[string]string, bool) {
 	}
 	out := make(map[string]string, len(t))
 	good := true
-	for _, k := range sortedKeys(t) {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		kp := child(path, k)
 		if !envKeyRe.MatchString(k) {
 			p.errorf(kp, "%q is not an environment variable name (letters, digits and '_', not starting with a digit)", k)
@@ -301,7 +294,7 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 	}
 	dirs := map[string]*string{"bin_dir": &s.BinDir, "remote_dir": &s.RemoteDir, "state_dir": &s.StateDir,
 		"api_tls_cert": &s.APITLSCert, "api_tls_key": &s.APITLSKey, "api_client_ca": &s.APIClientCA}
-	for _, k := range sortedKeys(t) {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		kp, v := child(path, k), t[k]
 		if d, ok := durations[k]; ok {
 			p.duration(kp, v, d, false)
@@ -455,7 +448,7 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 	}
 	pl := &Plugin{Name: name, Config: map[string]any{}, Env: map[string]string{}, Build: Build{Env: map[string]string{}}}
 	good := true
-	for _, k := range sortedKeys(t) {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		kp, v := child(path, k), t[k]
 		n := len(p.errs)
 		switch k {
@@ -543,7 +536,7 @@ func (p *parser) build(path []string, v any, b *Build) {
 	if !ok {
 		return
 	}
-	for _, k := range sortedKeys(t) {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		kp, v := child(path, k), t[k]
 		switch k {
 		case "flags":
@@ -597,7 +590,7 @@ func (p *parser) pipelines(path []string, v any, cfg *Config) {
 		ep := child(path, index(i))
 		var pl Pipeline
 		n := len(p.errs)
-		for _, k := range sortedKeys(t) {
+		for _, k := range slices.Sorted(maps.Keys(t)) {
 			kp, v := child(ep, k), t[k]
 			switch k {
 			case "name":
@@ -652,7 +645,7 @@ func (p *parser) ref(path []string, s string, cfg *Config) bool {
 	if _, ok := cfg.Plugins[plugin]; !ok {
 		known := "none is configured"
 		if len(cfg.Plugins) > 0 {
-			known = "configured: " + strings.Join(sortedKeys(cfg.Plugins), ", ")
+			known = "configured: " + strings.Join(slices.Sorted(maps.Keys(cfg.Plugins)), ", ")
 		}
 		p.errorf(path, "%q refers to plugin %q, which is not configured (%s) — add [plugins.%s] or fix the name", s, plugin, known, plugin)
 		return false

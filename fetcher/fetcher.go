@@ -1,7 +1,7 @@
 // Package fetcher downloads remote plugin drivers with go-getter into
 // remote-plugins/<plugin>/. It knows nothing of processes or builds: the
-// supervisor calls Fetch (on its update timer or on reload), checks Changed
-// and resolves Result.Dir like a local folder.
+// driver layer (package host) calls Fetch (on its update timer or on
+// reload), checks Changed and resolves Result.Dir like a local folder.
 //
 // A fetch lands in a fresh staging folder, is validated (no symlinks at all)
 // and then swapped into place, so a failed fetch leaves the previous tree

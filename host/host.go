@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -179,7 +181,7 @@ func (h *Host) Run(ctx context.Context) error {
 
 	h.applyMu.Lock() // a config edit seen meanwhile applies after the first starts
 	h.mu.Lock()
-	names := sortedKeys(cfg.Plugins)
+	names := slices.Sorted(maps.Keys(cfg.Plugins))
 	firsts := make([]<-chan struct{}, 0, len(names))
 	for _, n := range names {
 		w := h.startWorkerLocked(ctx, n, cfg.Plugins[n])
@@ -226,7 +228,14 @@ func (h *Host) Run(ctx context.Context) error {
 
 // startWorkerLocked makes and starts the worker of plugin name; h.mu held.
 func (h *Host) startWorkerLocked(ctx context.Context, name string, p *config.Plugin) *worker {
-	w := newWorker(h, name, p)
+	plug, err := h.sup.AddPending(name, supervisor.Spec{Driver: p.Driver, Kind: string(p.Resolved.Kind)})
+	if err != nil {
+		// Added to the supervisor directly (embedded use) under the same
+		// name: the worker reports into it. Closed: the worker has none,
+		// and says so when it has a spec to start.
+		plug, _ = h.sup.Plugin(name)
+	}
+	w := newWorker(h, name, p, plug)
 	wctx, cancel := context.WithCancel(ctx)
 	w.cancel = cancel
 	h.workers[name] = w
@@ -250,13 +259,17 @@ func (h *Host) Supervisor() *supervisor.Supervisor { return h.sup }
 // started (its first build failed) wraps supervisor.ErrNotRunning.
 func (h *Host) Plugin(name string) (*supervisor.Plugin, error) {
 	p, err := h.sup.Plugin(name)
-	if err == nil {
-		return p, nil
+	if err != nil {
+		return nil, err
 	}
-	if w := h.worker(name); w != nil {
-		return nil, fmt.Errorf("plugin %q: %w: %s", name, supervisor.ErrNotRunning, w.failure())
+	if _, ok := p.Spec(); !ok {
+		why := p.Status().LastError
+		if why == "" {
+			why = "not started yet"
+		}
+		return nil, fmt.Errorf("plugin %q: %w: %s", name, supervisor.ErrNotRunning, why)
 	}
-	return nil, err
+	return p, nil
 }
 
 func (h *Host) worker(name string) *worker {
@@ -273,7 +286,7 @@ func (h *Host) workerOrErr(name string) (*worker, error) {
 	}
 	w := h.workers[name]
 	if w == nil {
-		names := sortedKeys(h.workers)
+		names := slices.Sorted(maps.Keys(h.workers))
 		return nil, fmt.Errorf("%w: %q (configured: %v)", supervisor.ErrUnknownPlugin, name, names)
 	}
 	return w, nil
@@ -439,8 +452,14 @@ func (h *Host) Build(ctx context.Context, name string) (*compiler.Result, error)
 	if p == nil {
 		return nil, fmt.Errorf("%w: %q", supervisor.ErrUnknownPlugin, name)
 	}
-	w := newWorker(h, name, p)
-	return w.buildOnly(ctx)
+	return h.buildWorker(name, p).buildOnly(ctx)
+}
+
+// buildWorker makes a worker that only builds; it reports into the
+// plugin's lifecycle when the plugin runs.
+func (h *Host) buildWorker(name string, p *config.Plugin) *worker {
+	plug, _ := h.sup.Plugin(name)
+	return newWorker(h, name, p, plug)
 }
 
 // BuildAll builds every Go plugin of the config (sources, builtins in
@@ -451,9 +470,8 @@ func (h *Host) BuildAll(ctx context.Context) (map[string]*compiler.Result, error
 	h.mu.Unlock()
 	out := map[string]*compiler.Result{}
 	var errs []error
-	for _, n := range sortedKeys(cfg.Plugins) {
-		w := newWorker(h, n, cfg.Plugins[n])
-		r, err := w.buildOnly(ctx)
+	for _, n := range slices.Sorted(maps.Keys(cfg.Plugins)) {
+		r, err := h.buildWorker(n, cfg.Plugins[n]).buildOnly(ctx)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -470,7 +488,7 @@ func (h *Host) BuildAll(ctx context.Context) (map[string]*compiler.Result, error
 func (h *Host) Statuses() []supervisor.Status {
 	h.mu.Lock()
 	ws := make([]*worker, 0, len(h.workers))
-	for _, n := range sortedKeys(h.workers) {
+	for _, n := range slices.Sorted(maps.Keys(h.workers)) {
 		ws = append(ws, h.workers[n])
 	}
 	h.mu.Unlock()
@@ -502,10 +520,10 @@ func (h *Host) Status(name string) (supervisor.Status, error) {
 }
 
 func (h *Host) statusOf(w *worker) supervisor.Status {
-	if p, err := h.sup.Plugin(w.name); err == nil {
-		return p.Status()
+	if w.p == nil { // registered while the supervisor closed
+		return supervisor.Status{Name: w.name, Driver: w.cfg.Driver, Kind: string(w.cfg.Resolved.Kind), State: supervisor.StateStopped}
 	}
-	return w.syntheticStatus()
+	return w.p.Status()
 }
 
 // Logs returns up to n of the plugin's last output lines.
@@ -623,15 +641,6 @@ func (h *Host) watchConfig(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	}()
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func nonNil(s []string) []string {

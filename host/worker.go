@@ -25,28 +25,35 @@ import (
 // stableTimeout bounds the wait for a changed binary to be fully written.
 const stableTimeout = 30 * time.Second
 
-// worker owns one plugin's builds, fetches, watches and swaps. Everything
-// that changes the plugin runs on its loop, one thing at a time.
+// worker owns one plugin's builds, fetches, watches and swaps: it only
+// produces specs. Everything it does runs on its loop, one thing at a
+// time; what it does and how it went goes into the plugin's lifecycle
+// (progress), which holds the spec, the error and the activity.
 type worker struct {
 	h      *Host
 	name   string
-	first  chan struct{} // closed after the first start attempt
-	done   chan struct{} // closed when the loop has returned
+	p      *supervisor.Plugin // registered with AddPending before the loop starts
+	first  chan struct{}      // closed after the first start attempt
+	done   chan struct{}      // closed when the loop has returned
 	cancel context.CancelFunc
 	reqs   chan func(context.Context)
 	kick   chan struct{} // a watched file changed (cap 1: changes coalesce)
 
 	// Owned by the loop.
 	cfg     *config.Plugin
-	spec    *supervisor.Spec // last spec handed to the supervisor
-	fetched string           // remote: the fetched folder
+	fetched string // remote: the fetched folder
 	ws      compiler.WatchSet
 	watches map[string]*watch
 
 	mu        sync.Mutex
-	lastErr   string
-	activity  string
 	lastBatch watcher.Batch
+}
+
+// progress is how the worker reports into its plugin's lifecycle
+// (implemented by *supervisor.Plugin).
+type progress interface {
+	Preparing(activity string) // building, fetching; idle when done
+	Prepared(err error)        // how making a spec went; nil clears the error
 }
 
 type watch struct {
@@ -55,10 +62,33 @@ type watch struct {
 	done   chan struct{}
 }
 
-func newWorker(h *Host, name string, p *config.Plugin) *worker {
-	return &worker{h: h, name: name, cfg: p, first: make(chan struct{}), done: make(chan struct{}),
+func newWorker(h *Host, name string, p *config.Plugin, plug *supervisor.Plugin) *worker {
+	return &worker{h: h, name: name, p: plug, cfg: p, first: make(chan struct{}), done: make(chan struct{}),
 		cancel: func() {}, reqs: make(chan func(context.Context)), kick: make(chan struct{}, 1),
-		watches: map[string]*watch{}, activity: supervisor.ActivityIdle}
+		watches: map[string]*watch{}}
+}
+
+func (w *worker) progress() progress {
+	if w.p == nil {
+		return noProgress{} // a build-only worker of a plugin that does not run
+	}
+	return w.p
+}
+
+type noProgress struct{}
+
+func (noProgress) Preparing(string) {}
+func (noProgress) Prepared(error)   {}
+
+// spec is the spec the plugin runs, nil before the first.
+func (w *worker) spec() *supervisor.Spec {
+	if w.p == nil {
+		return nil
+	}
+	if s, ok := w.p.Spec(); ok {
+		return &s
+	}
+	return nil
 }
 
 func (w *worker) sup() *supervisor.Supervisor { return w.h.sup }
@@ -131,27 +161,19 @@ func (w *worker) start(ctx context.Context) {
 
 func (w *worker) fail(err error) {
 	w.h.log.Error().Str("plugin", w.name).Err(err).Msg("plugin not updated")
-	w.setError(err.Error())
+	w.progress().Prepared(err)
 }
 
 // apply starts the plugin with spec, or swaps the running one to it.
 func (w *worker) apply(ctx context.Context, spec *supervisor.Spec, buildMS float64, force bool) (*supervisor.Report, error) {
-	p, err := w.sup().Plugin(w.name)
-	if err != nil {
-		if _, err := w.sup().Add(w.name, *spec); err != nil {
-			return nil, err
-		}
-		w.spec = spec
-		w.mu.Lock()
-		w.lastErr = ""
-		w.mu.Unlock()
-		return nil, nil
+	if w.p == nil {
+		return nil, fmt.Errorf("plugin %q: %w (the supervisor is closed)", w.name, supervisor.ErrStopped)
 	}
-	rep, err := p.Reload(ctx, supervisor.ReloadOptions{Spec: spec, Force: force, BuildMS: buildMS})
-	if err == nil {
-		w.spec = spec
+	if w.spec() == nil {
+		w.progress().Prepared(nil)
+		return nil, w.p.Start(ctx, *spec)
 	}
-	return rep, err
+	return w.p.Reload(ctx, supervisor.ReloadOptions{Spec: spec, Force: force, BuildMS: buildMS})
 }
 
 // prepare turns the config into a spec: fetching (remote, when fetch is
@@ -239,8 +261,8 @@ func (w *worker) compilerOptions() compiler.Options {
 // build compiles dir, publishing build events; a newer change cancels the
 // build in progress and starts it again. It refreshes the watch set.
 func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error) {
-	w.setActivity(supervisor.ActivityBuilding)
-	defer w.setActivity(supervisor.ActivityIdle)
+	w.progress().Preparing(supervisor.ActivityBuilding)
+	defer w.progress().Preparing(supervisor.ActivityIdle)
 	opts := w.compilerOptions()
 	for {
 		detail := map[string]any{}
@@ -300,7 +322,7 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			}
 			w.setWatches(ctx)
 			bf := &buildFailed{msg: msg, err: o.err}
-			w.setError(bf.Error()) // before the event: a reader of the event sees it in the status
+			w.progress().Prepared(bf) // before the event: a reader of the event sees it in the status
 			w.sup().Publish(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: w.name, BuildMS: ms, Error: msg,
 				Detail: map[string]any{"diagnostics": nonNil(diags)}})
 			return nil, bf
@@ -364,7 +386,8 @@ func (w *worker) binarySpec(_ context.Context, file, checksum string) (*supervis
 			return nil, 0, false, fmt.Errorf("plugin %q: copy binary into %s: %w", w.name, dir, err)
 		}
 	}
-	changed := w.spec == nil || w.spec.Build != id
+	cur := w.spec()
+	changed := cur == nil || cur.Build != id
 	s := w.base(&supervisor.Spec{Path: dst, Build: id, Started: w.setCurrent(binDir, w.name, dst)})
 	return s, 0, changed, nil
 }
@@ -423,8 +446,8 @@ func (w *worker) commandSpec(d config.Driver) (*supervisor.Spec, error) {
 }
 
 func (w *worker) fetch(ctx context.Context) (*fetcher.Result, error) {
-	w.setActivity(supervisor.ActivityFetching)
-	defer w.setActivity(supervisor.ActivityIdle)
+	w.progress().Preparing(supervisor.ActivityFetching)
+	defer w.progress().Preparing(supervisor.ActivityIdle)
 	r, err := fetcher.Fetch(ctx, w.name, w.cfg.Resolved.URL, fetcher.Options{Dir: w.scfg().RemoteDir, Checksum: w.cfg.Checksum,
 		MaxBytes: w.scfg().FetchMaxBytes, Submodules: w.cfg.Submodules})
 	if err != nil {
@@ -455,7 +478,7 @@ func (w *worker) onChange(ctx context.Context) {
 		}
 		spec, ms, changed, err := w.binarySpec(ctx, w.cfg.Resolved.Path, w.cfg.Checksum)
 		if err != nil {
-			w.setError(err.Error()) // before the event: a reader of the event sees it in the status
+			w.progress().Prepared(err) // before the event: a reader of the event sees it in the status
 			w.sup().Publish(supervisor.Event{Type: supervisor.EventSwapFailed, Plugin: w.name, Error: err.Error()})
 		}
 		w.finish(ctx, spec, ms, changed, err)
@@ -481,8 +504,8 @@ func (w *worker) finish(ctx context.Context, spec *supervisor.Spec, ms float64, 
 		}
 		return
 	}
-	if !changed && w.spec != nil {
-		w.setError("")
+	if !changed && w.spec() != nil {
+		w.progress().Prepared(nil)
 		return
 	}
 	if _, err := w.apply(ctx, spec, ms, false); err != nil && ctx.Err() == nil {
@@ -499,7 +522,7 @@ func (w *worker) onUpdate(ctx context.Context) {
 		}
 		return
 	}
-	if !r.Changed && w.spec != nil {
+	if !r.Changed && w.spec() != nil {
 		return
 	}
 	w.fetched = r.Dir
@@ -563,7 +586,8 @@ func (w *worker) reconfigure(ctx context.Context, p *config.Plugin) (rep *superv
 // rollback swaps to the build kept before the current one.
 func (w *worker) rollback(ctx context.Context) (rep *supervisor.Report, err error) {
 	derr := w.do(ctx, func(context.Context) {
-		if w.spec == nil || w.spec.InProc != nil || w.cfg.Resolved.Kind == config.KindCommand {
+		cur := w.spec()
+		if cur == nil || cur.InProc != nil || w.cfg.Resolved.Kind == config.KindCommand {
 			err = fmt.Errorf("plugin %q: nothing to roll back to: only compiled or binary plugins keep builds", w.name)
 			return
 		}
@@ -573,10 +597,9 @@ func (w *worker) rollback(ctx context.Context) (rep *supervisor.Report, err erro
 			err = fmt.Errorf("plugin %q: list builds: %w", w.name, berr)
 			return
 		}
-		cur := w.spec.Path
 		idx := -1
 		for i, b := range builds {
-			if b == cur {
+			if b == cur.Path {
 				idx = i
 			}
 		}
@@ -586,7 +609,7 @@ func (w *worker) rollback(ctx context.Context) (rep *supervisor.Report, err erro
 			return
 		}
 		prev := builds[idx+1]
-		spec := *w.spec
+		spec := *cur
 		spec.Path = prev
 		spec.Build = strings.TrimPrefix(filepath.Base(prev), w.name+"-")
 		spec.Started = w.setCurrent(binDir, w.name, prev)
@@ -713,46 +736,4 @@ func (w *worker) stopWatches() {
 		<-wa.done
 		delete(w.watches, r)
 	}
-}
-
-// setError records msg for the status, on the supervisor's plugin when it
-// exists.
-func (w *worker) setError(msg string) {
-	w.mu.Lock()
-	w.lastErr = msg
-	w.mu.Unlock()
-	if p, err := w.sup().Plugin(w.name); err == nil {
-		p.SetError(msg)
-	}
-}
-
-func (w *worker) setActivity(a string) {
-	w.mu.Lock()
-	w.activity = a
-	w.mu.Unlock()
-	if p, err := w.sup().Plugin(w.name); err == nil {
-		p.SetActivity(a)
-	}
-}
-
-func (w *worker) failure() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.lastErr == "" {
-		return "not started yet"
-	}
-	return w.lastErr
-}
-
-// syntheticStatus describes a plugin the supervisor does not run (yet).
-func (w *worker) syntheticStatus() supervisor.Status {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	st := supervisor.Status{Name: w.name, Driver: w.cfg.Driver, Kind: string(w.cfg.Resolved.Kind),
-		State: supervisor.StateStarting, Activity: w.activity, LastError: w.lastErr,
-		Symbols: supervisor.Symbols{Sources: []string{}, Sinks: []string{}, Functions: []string{}}}
-	if w.lastErr != "" {
-		st.State = supervisor.StateFailed
-	}
-	return st
 }

@@ -2,7 +2,8 @@ package schema
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -44,7 +45,7 @@ func compat(from, to *Schema, path string, out *[]string) {
 }
 
 func compatObject(from, to *Schema, path string, out *[]string) {
-	for _, name := range sortedNames(to.Properties) {
+	for _, name := range slices.Sorted(maps.Keys(to.Properties)) {
 		ts := to.Properties[name]
 		fs, ok := from.Properties[name]
 		switch {
@@ -56,7 +57,7 @@ func compatObject(from, to *Schema, path string, out *[]string) {
 			*out = append(*out, fmt.Sprintf("%s: required field missing", where(join(path, name))))
 		}
 	}
-	for _, name := range sortedNames(from.Properties) {
+	for _, name := range slices.Sorted(maps.Keys(from.Properties)) {
 		if _, ok := to.Properties[name]; !ok && to.AdditionalProperties != nil {
 			compat(from.Properties[name], to.AdditionalProperties, join(path, name), out)
 		}
@@ -71,15 +72,6 @@ func where(path string) string {
 		return "value"
 	}
 	return "field " + path
-}
-
-func sortedNames(m map[string]*Schema) []string {
-	out := make([]string, 0, len(m))
-	for n := range m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Diff lists what changed from old to new in words ("field note added
@@ -108,12 +100,12 @@ func diff(old, new *Schema, path string, out *[]string) {
 			return
 		}
 		diff(old.AdditionalProperties, new.AdditionalProperties, join(path, "*"), out)
-		for _, n := range sortedNames(old.Properties) {
+		for _, n := range slices.Sorted(maps.Keys(old.Properties)) {
 			if _, ok := new.Properties[n]; !ok {
 				*out = append(*out, fmt.Sprintf("%s removed", where(join(path, n))))
 			}
 		}
-		for _, n := range sortedNames(new.Properties) {
+		for _, n := range slices.Sorted(maps.Keys(new.Properties)) {
 			p := join(path, n)
 			os, ok := old.Properties[n]
 			if !ok {

@@ -11,16 +11,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/plugvisor/plugvisor/internal/broadcast"
 	"github.com/plugvisor/plugvisor/transport"
 )
-
-// maxStartFailures is how many starts in a row may fail before a plugin is
-// marked failed and left alone until a reload or a new build.
-const maxStartFailures = 5
-
-// healthyAfter is how long a generation must live for its crash not to
-// count towards the crash loop.
-const healthyAfter = 10 * time.Second
 
 // Plugin is one configured plugin and its live generation. Its methods
 // are safe for concurrent use; handles taken from it (Call, Subscribe,
@@ -36,11 +29,10 @@ type Plugin struct {
 
 	mu         sync.Mutex // guards the fields below; the gate of every handle
 	spec       Spec
+	hasSpec    bool // false while the driver layer makes the first (AddPending)
 	cur        *generation
-	paused     bool
-	wake       chan struct{} // closed and replaced when cur or paused change
-	stopped    bool
-	state      string
+	phase      phase            // see lifecycle.go; changed only by to
+	wake       broadcast.Signal // fired by every phase change
 	activity   string
 	genNum     int
 	restarts   int
@@ -51,6 +43,7 @@ type Plugin struct {
 	instances  map[string]*instance
 
 	// Owned by the loop goroutine.
+	attempted   bool // a start was attempted: the next one is a restart
 	ck          *checkpoint
 	consecutive int
 	retry       <-chan time.Time
@@ -73,7 +66,7 @@ func newPlugin(s *Supervisor, name string, spec Spec) *Plugin {
 	short += "." + strconv.Itoa(s.seq)
 	p := &Plugin{sup: s, name: name, short: short, spec: spec, logs: newRing(s.opts.LogLines), out: newOutputLimiter(s.opts),
 		log: s.log.With().Str("plugin", name).Logger(), metrics: s.metrics,
-		wake: make(chan struct{}), state: StateStarting, activity: ActivityIdle,
+		phase: phaseStarting, activity: ActivityIdle,
 		fns: map[string]bool{}, instances: map[string]*instance{},
 		ops: make(chan func()), quit: make(chan struct{}), loopDone: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -89,16 +82,13 @@ func (p *Plugin) Name() string { return p.name }
 func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 	p.mu.Lock()
 	for {
-		if p.stopped {
-			p.mu.Unlock()
-			return nil, fmt.Errorf("%w: %s", ErrStopped, p.name)
-		}
-		if p.state == StateFailed {
-			err := fmt.Errorf("%w: %s is failed: %s", ErrNotRunning, p.name, p.lastErr)
+		w := p.wake.Wait() // before the check: a change in between still wakes us
+		g, err := p.gateLocked()
+		if err != nil {
 			p.mu.Unlock()
 			return nil, err
 		}
-		if g := p.cur; g != nil && !p.paused && !g.isDead() {
+		if g != nil {
 			if !p.fns[fn] && g.man.Has(transport.KindFunction, fn) {
 				p.fns[fn] = true // only names it offers: callers cannot grow the set
 			}
@@ -106,54 +96,14 @@ func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 			p.mu.Unlock()
 			return g, nil
 		}
-		w := p.wake
 		p.mu.Unlock()
 		select {
 		case <-w:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for plugin %s (%s): %w", p.name, p.stateNow(), ctx.Err())
+			return nil, fmt.Errorf("waiting for plugin %s (%s): %w", p.name, p.phaseNow(), ctx.Err())
 		}
 		p.mu.Lock()
 	}
-}
-
-func (p *Plugin) stateNow() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.paused {
-		return "swapping"
-	}
-	return p.state
-}
-
-// wakeLocked tells waiting handles to look again; mu held.
-func (p *Plugin) wakeLocked() {
-	close(p.wake)
-	p.wake = make(chan struct{})
-}
-
-func (p *Plugin) setState(state string) {
-	p.mu.Lock()
-	p.state = state
-	p.wakeLocked()
-	p.mu.Unlock()
-	p.metrics.setState(p.name, state)
-}
-
-// SetActivity shows what the plugin is doing besides serving: the driver
-// layer sets fetching and building, a swap sets swapping.
-func (p *Plugin) SetActivity(a string) {
-	p.mu.Lock()
-	p.activity = a
-	p.mu.Unlock()
-}
-
-// SetError records the latest build, fetch or swap error for the status;
-// "" clears it.
-func (p *Plugin) SetError(msg string) {
-	p.mu.Lock()
-	p.lastErr = msg
-	p.mu.Unlock()
 }
 
 func (p *Plugin) current() *generation {
@@ -187,7 +137,9 @@ func (p *Plugin) loop() {
 	} else {
 		p.ck = ck
 	}
-	p.bringUp(p.ctx, false)
+	if p.hasSpecNow() {
+		p.bringUp(p.ctx)
+	}
 	ckTick := time.NewTicker(p.sup.opts.CheckpointInterval)
 	defer ckTick.Stop()
 	for {
@@ -205,86 +157,13 @@ func (p *Plugin) loop() {
 			p.crashed()
 		case <-p.retry:
 			p.retry = nil
-			p.bringUp(p.ctx, true)
+			p.bringUp(p.ctx)
 		case <-ckTick.C:
 			if err := p.checkpoint(context.Background()); err != nil {
 				p.logf(p.genNum, "periodic checkpoint failed: %v", err)
 			}
 		}
 	}
-}
-
-// bringUp starts a generation from the last checkpoint when none serves.
-func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
-	p.mu.Lock()
-	spec := p.spec
-	if !restart {
-		p.state = StateStarting
-	}
-	p.mu.Unlock()
-	num := p.nextGen()
-	g, err := p.startGeneration(ctx, spec, num)
-	if err == nil {
-		err = p.restoreAndOpen(ctx, g, p.ck, true)
-		if err != nil {
-			g.kill(err)
-			g.retire(0)
-		}
-	}
-	if err != nil {
-		p.consecutive++
-		p.SetError(err.Error())
-		if p.consecutive >= maxStartFailures {
-			p.logf(num, "giving up after %d failed starts: %v", p.consecutive, err)
-			p.setState(StateFailed)
-			p.sup.bus.publish(Event{Type: EventPluginCrashed, Plugin: p.name, Generation: num, Error: err.Error()})
-			return err
-		}
-		delay := p.backoff()
-		p.logf(num, "start failed, retrying in %s: %v", delay, err)
-		p.setState(StateBackoff)
-		p.retry = time.After(delay)
-		return err
-	}
-	p.serve(g)
-	if restart {
-		p.sup.bus.publish(Event{Type: EventPluginRestarted, Plugin: p.name, Generation: g.num})
-	}
-	return nil
-}
-
-// nextGen allocates a generation number. Numbers are never reused, not
-// even by failed starts, so logs and events stay unambiguous.
-func (p *Plugin) nextGen() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.genNum++
-	return p.genNum
-}
-
-// serve makes g the serving generation and releases waiting handles.
-func (p *Plugin) serve(g *generation) {
-	p.mu.Lock()
-	p.cur, p.man = g, g.man
-	p.state = StateRunning
-	p.paused = false
-	p.wakeLocked()
-	p.mu.Unlock()
-	p.metrics.setState(p.name, StateRunning)
-	if p.metrics != nil {
-		p.metrics.generation.WithLabelValues(p.name).Set(float64(g.num))
-	}
-	if g.spec.Started != nil {
-		g.spec.Started()
-	}
-}
-
-func (p *Plugin) backoff() time.Duration {
-	d := p.sup.opts.BackoffMin
-	for i := 1; i < p.consecutive && d < p.sup.opts.BackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, p.sup.opts.BackoffMax)
 }
 
 // restoreAndOpen loads ck into g, then opens every instance on it.
@@ -320,31 +199,6 @@ func (p *Plugin) sortedInstances() []*instance {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out
-}
-
-// crashed handles the unplanned end of the serving generation.
-func (p *Plugin) crashed() {
-	p.mu.Lock()
-	g := p.cur
-	p.cur = nil
-	p.restarts++
-	reason := g.reason()
-	p.lastErr = reason.Error()
-	p.mu.Unlock()
-	if time.Since(g.started) > healthyAfter {
-		p.consecutive = 0
-	}
-	p.consecutive++
-	p.logf(g.num, "crashed: %v", reason)
-	if p.metrics != nil {
-		p.metrics.restarts.WithLabelValues(p.name).Inc()
-	}
-	p.unbind(g)
-	g.retire(0)
-	p.sup.bus.publish(Event{Type: EventPluginCrashed, Plugin: p.name, Generation: g.num, Error: reason.Error()})
-	delay := p.backoff()
-	p.setState(StateBackoff)
-	p.retry = time.After(delay)
 }
 
 // unbind detaches every instance from g; their queued work waits for the
@@ -489,14 +343,8 @@ func (p *Plugin) stop(ctx context.Context) error {
 }
 
 func (p *Plugin) shutdown() {
-	p.mu.Lock()
-	g := p.cur
-	p.cur = nil
-	p.stopped = true
-	p.state = StateStopped
-	p.wakeLocked()
-	p.mu.Unlock()
-	p.metrics.setState(p.name, StateStopped)
+	g := p.current()
+	p.to(phaseStopped, change{setCur: true})
 	if g == nil {
 		return
 	}
@@ -515,13 +363,10 @@ func (p *Plugin) shutdown() {
 func (p *Plugin) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: p.state, Activity: p.activity,
+	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: stateOf(p.phase), Activity: p.activity,
 		Generation: p.genNum, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
 		LastError: p.lastErr, LastReload: p.lastReload,
 		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions), Schemas: p.man.Schemas}}
-	if p.paused {
-		st.Activity = ActivitySwapping
-	}
 	if g := p.cur; g != nil {
 		st.Generation = g.num
 		st.PID = g.pid()

@@ -125,6 +125,10 @@ type Supervisor struct {
 	newRunner func(runSpec) runner
 	seq       int // numbers plugins for unique socket names (under mu)
 
+	// onPhase, set by tests before any plugin is added, sees every phase
+	// change (lifecycle.go).
+	onPhase func(p *Plugin, from, to phase)
+
 	mu      sync.Mutex
 	plugins map[string]*Plugin
 	closed  bool
@@ -185,6 +189,7 @@ func (s *Supervisor) Add(name string, spec Spec) (*Plugin, error) {
 		return nil, fmt.Errorf("plugin %q already exists", name)
 	}
 	p := newPlugin(s, name, spec)
+	p.hasSpec = true
 	s.plugins[name] = p
 	go p.loop()
 	s.bus.publish(Event{Type: EventPluginAdded, Plugin: name})

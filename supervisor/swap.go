@@ -29,183 +29,219 @@ func (p *Plugin) Reload(ctx context.Context, o ReloadOptions) (*Report, error) {
 	return rep, err
 }
 
-// swap runs on the loop.
-func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
-	ctx := p.ctx
-	start := time.Now()
-	rep = &Report{Forced: o.Force, BuildMS: o.BuildMS, At: start}
+// swapTx is one swap, a transaction with one method per step of "The
+// swap" in docs/DESIGN.md. Steps 1-5 may fail; every failure goes through
+// abort, the only way back. Steps 6-7 (commit) cannot fail.
+type swapTx struct {
+	p          *Plugin
+	o          ReloadOptions
+	ctx        context.Context
+	rep        *Report
+	start      time.Time
+	spec       Spec
+	num        int         // the generation this swap starts
+	old, ng    *generation // N and N+1
+	pauseStart time.Time   // zero until step 2
+	insts      []*instance
+	oldBinds   map[*instance]*binding // where each instance was on N
+	drainErr   error                  // a drain that did not finish, when the swap goes on anyway
+	ck         *checkpoint            // the state N+1 opens with
+}
+
+// swap runs on the loop. With nothing serving a reload is a restart.
+func (p *Plugin) swap(o ReloadOptions) (*Report, error) {
+	old := p.current()
+	if old == nil {
+		return p.restartByReload(o)
+	}
 	p.mu.Lock()
 	spec := p.spec
+	p.mu.Unlock()
 	if o.Spec != nil {
 		spec = *o.Spec
 	}
-	old := p.cur
-	p.mu.Unlock()
-	var num int // the generation this swap starts
-	if old != nil {
-		rep.From = old.num
-		num = p.nextGen()
-	}
-
-	finish := func(err error) (*Report, error) {
-		rep.SwapMS = ms(time.Since(start))
-		p.metrics.swap(p.name, rep, err)
-		if err != nil {
-			rep.Error = err.Error()
-			p.SetError(err.Error())
-			p.logf(num, "swap failed: %v", err)
-			p.sup.bus.publish(Event{Type: EventSwapFailed, Plugin: p.name, Generation: num, Error: err.Error(), Report: rep})
-			return rep, err
+	tx := &swapTx{p: p, o: o, ctx: p.ctx, start: time.Now(), spec: spec, old: old, num: p.nextGen()}
+	tx.rep = &Report{Forced: o.Force, BuildMS: o.BuildMS, At: tx.start, From: old.num}
+	p.to(phaseServing, change{activity: ActivitySwapping,
+		events: []Event{{Type: EventSwapStarted, Generation: tx.num}}})
+	for _, step := range []func() error{tx.startNext, tx.pause, tx.drain, tx.snapshot, tx.restore} {
+		if err := step(); err != nil {
+			return tx.abort(err)
 		}
-		p.mu.Lock()
-		p.lastReload = rep
-		p.lastErr = ""
-		p.mu.Unlock()
-		p.logf(rep.Generation, "swapped %d → %d in %.1f ms (pause %.2f ms, %d drained, %d state keys)",
-			rep.From, rep.Generation, rep.SwapMS, rep.PauseMS, rep.Drained, rep.StateKeys)
-		p.sup.bus.publish(Event{Type: EventSwapFinished, Plugin: p.name, Generation: rep.Generation, Report: rep, BuildMS: rep.BuildMS})
-		return rep, nil
 	}
-	if old == nil {
-		// Nothing serves (crash loop, failed start): a reload is a fresh start
-		// from the last checkpoint.
-		p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name})
-		p.mu.Lock()
-		p.spec = spec
-		p.mu.Unlock()
-		p.consecutive, p.retry = 0, nil
-		err := p.bringUp(ctx, true)
-		p.mu.Lock()
-		num = p.genNum
-		p.mu.Unlock()
-		if err != nil {
-			return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
-		}
-		rep.Generation = num
-		return finish(nil)
-	}
-	p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name, Generation: num})
+	tx.resume()
+	tx.retire()
+	return p.finishReload(tx.rep, phaseServing, tx.num, nil)
+}
 
-	p.SetActivity(ActivitySwapping)
-	defer p.SetActivity(ActivityIdle)
-
-	// 1. Start N+1 beside N and check it can take over — nothing paused yet.
-	t := time.Now()
-	ng, err := p.startGeneration(ctx, spec, num)
-	rep.Phases.StartMS = ms(time.Since(t))
+// startNext is step 1: start N+1 beside N and check it can take over.
+// Nothing has paused.
+func (tx *swapTx) startNext() error {
+	p, t := tx.p, time.Now()
+	ng, err := p.startGeneration(tx.ctx, tx.spec, tx.num)
+	tx.rep.Phases.StartMS = ms(time.Since(t))
 	if err != nil {
-		return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
+		return err
 	}
-	if err := p.compatible(old, ng); err != nil {
-		ng.kill(err)
-		ng.retire(0)
-		return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
+	tx.ng = ng
+	if err := p.compatible(tx.old, ng); err != nil {
+		return err
 	}
-	if rep.SchemaChanges, err = p.schemaChanges(old, ng); err != nil && !o.Force {
-		ng.kill(err)
-		ng.retire(0)
-		return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
+	if tx.rep.SchemaChanges, err = p.schemaChanges(tx.old, ng); err != nil && !tx.o.Force {
+		return err
 	}
+	return nil
+}
 
-	// 2. Pause: handles stop sending to N; new work waits at the host.
-	pauseStart := time.Now()
-	p.mu.Lock()
-	p.paused = true
-	p.mu.Unlock()
-	insts := p.sortedInstances()
-	oldBinds := map[*instance]*binding{}
-	for _, inst := range insts {
-		oldBinds[inst] = inst.bind
+// pause is step 2: handles stop sending to N; new work waits at the host.
+func (tx *swapTx) pause() error {
+	p := tx.p
+	tx.pauseStart = time.Now()
+	p.to(phasePaused, change{})
+	tx.insts = p.sortedInstances()
+	tx.oldBinds = map[*instance]*binding{}
+	for _, inst := range tx.insts {
+		tx.oldBinds[inst] = inst.bind
 		if inst.sink != nil {
 			inst.sink.pause()
 		}
 	}
-	rollback := func(cause error) (*Report, error) {
-		ng.kill(fmt.Errorf("swap rolled back: %w", cause))
-		ng.retire(0)
-		p.resumeOld(ctx, old, insts, oldBinds)
-		rep.PauseMS = ms(time.Since(pauseStart))
-		return finish(fmt.Errorf("%w: %w; generation %d serves on", ErrSwapFailed, cause, old.num))
-	}
+	return nil
+}
 
-	// 3. Drain N.
-	t = time.Now()
-	ck := (*checkpoint)(nil)
-	drained, derr := p.drain(ctx, old, insts)
-	rep.Drained = drained
-	rep.Phases.DrainMS = ms(time.Since(t))
+// drain is step 3: N finishes its work. If N dies meanwhile, or the drain
+// times out on a forced reload (N is killed), the swap goes on from the
+// last checkpoint.
+func (tx *swapTx) drain() error {
+	p, old, t := tx.p, tx.old, time.Now()
+	p.to(phaseDraining, change{})
+	drained, err := p.drain(tx.ctx, old, tx.insts)
+	tx.rep.Drained = drained
+	tx.rep.Phases.DrainMS = ms(time.Since(t))
 	switch {
-	case derr == nil:
-		// 4. Snapshot N.
-		t = time.Now()
-		ck, err = p.snapshot(ctx, old, false)
-		rep.Phases.SnapshotMS = ms(time.Since(t))
-		if err != nil && !old.isDead() {
-			return rollback(err)
-		}
+	case err == nil:
 	case old.isDead():
-		// N crashed mid-drain: continue from the last checkpoint.
-	case o.Force:
+		tx.drainErr = err
+	case tx.o.Force:
 		old.forced.Store(true)
-		old.kill(fmt.Errorf("forced swap: %w", derr))
+		old.kill(fmt.Errorf("forced swap: %w", err))
 		<-old.dead
+		tx.drainErr = err
 	default:
-		return rollback(derr)
+		return err
 	}
-	if ck == nil {
-		ck = p.ck
-		rep.AtLeastOnce = fmt.Sprintf("generation %d did not drain (%v): its unanswered calls were re-sent or failed, source items after the last checkpoint may repeat, unacknowledged sink items were re-sent", old.num, derr)
+	return nil
+}
+
+// snapshot is step 4: N's state after its work, or the last checkpoint
+// when N could not give it (said in the report: at-least-once).
+func (tx *swapTx) snapshot() error {
+	p, old := tx.p, tx.old
+	if tx.drainErr == nil {
+		t := time.Now()
+		ck, err := p.snapshot(tx.ctx, old, false)
+		tx.rep.Phases.SnapshotMS = ms(time.Since(t))
+		if err != nil && !old.isDead() {
+			return err
+		}
+		tx.ck = ck
+	}
+	if tx.ck == nil {
+		tx.ck = p.ck
+		tx.rep.AtLeastOnce = fmt.Sprintf("generation %d did not drain (%v): its unanswered calls were re-sent or failed, source items after the last checkpoint may repeat, unacknowledged sink items were re-sent", old.num, tx.drainErr)
 	} else {
-		p.ck = ck // written to disk once the handles resume: fsync stays out of the pause
+		p.ck = tx.ck // written to disk once the handles resume: fsync stays out of the pause
 	}
-	if ck != nil {
-		rep.StateKeys = ck.scopes.Keys()
+	if tx.ck != nil {
+		tx.rep.StateKeys = tx.ck.scopes.Keys()
 	}
+	return nil
+}
 
-	// 5. Open every instance on N+1 with that state.
-	t = time.Now()
-	err = p.restoreAndOpen(ctx, ng, ck, false)
-	rep.Phases.RestoreMS = ms(time.Since(t))
-	if err != nil {
-		if old.isDead() {
-			ng.kill(err)
-			ng.retire(0)
-			p.mu.Lock()
-			p.paused = false
-			p.mu.Unlock()
-			return finish(fmt.Errorf("%w: %w (and generation %d died while draining; restarting)", ErrSwapFailed, err, old.num))
-		}
-		return rollback(err)
-	}
+// restore is step 5: open every instance on N+1 with that state.
+func (tx *swapTx) restore() error {
+	p, t := tx.p, time.Now()
+	p.to(phaseRestoring, change{})
+	err := p.restoreAndOpen(tx.ctx, tx.ng, tx.ck, false)
+	tx.rep.Phases.RestoreMS = ms(time.Since(t))
+	return err
+}
 
-	// 6. Resume: handles point at N+1; queued work goes there in order.
-	t = time.Now()
-	for _, inst := range insts {
+// resume is step 6: handles point at N+1; queued work goes there in
+// order. From here the swap cannot be undone.
+func (tx *swapTx) resume() {
+	p, t := tx.p, time.Now()
+	for _, inst := range tx.insts {
 		if inst.sink != nil && inst.bind != nil {
-			inst.sink.resume(ctx, inst.bind, true)
+			inst.sink.resume(tx.ctx, inst.bind, true)
 		}
 	}
-	p.serve(ng)
-	rep.PauseMS = ms(time.Since(pauseStart))
-	rep.Phases.OpenMS = ms(time.Since(t))
-	rep.Generation = ng.num
-
-	if ck != nil && ck == p.ck {
-		if err := p.sup.store.save(p.name, ck); err != nil {
-			p.logf(num, "saving the checkpoint: %v", err)
+	p.serveOn(phaseRetiring, tx.ng, change{})
+	tx.rep.PauseMS = ms(time.Since(tx.pauseStart))
+	tx.rep.Phases.OpenMS = ms(time.Since(t))
+	tx.rep.Generation = tx.ng.num
+	if tx.ck != nil && tx.ck == p.ck {
+		if err := p.sup.store.save(p.name, tx.ck); err != nil {
+			p.logf(tx.num, "saving the checkpoint: %v", err)
 		}
 	}
+}
 
-	// 7. Retire N.
-	t = time.Now()
-	old.retire(p.sup.opts.StopGrace)
-	rep.Phases.RetireMS = ms(time.Since(t))
-	p.mu.Lock()
-	if o.Spec != nil {
-		p.spec = spec
+// retire is step 7: N is shut down while N+1 serves.
+func (tx *swapTx) retire() {
+	p, t := tx.p, time.Now()
+	tx.old.retire(p.sup.opts.StopGrace)
+	tx.rep.Phases.RetireMS = ms(time.Since(t))
+	if tx.o.Spec != nil {
+		p.mu.Lock()
+		p.spec = tx.spec
+		p.mu.Unlock()
 	}
-	p.mu.Unlock()
-	return finish(nil)
+}
+
+// abort is the one way out of a failed swap: N+1 is ended, N resumes
+// untouched with its queued work (or, if N died meanwhile, the plugin
+// restarts as after any crash), and the report says why.
+func (tx *swapTx) abort(cause error) (*Report, error) {
+	p, old := tx.p, tx.old
+	if tx.ng != nil {
+		tx.ng.kill(fmt.Errorf("swap rolled back: %w", cause))
+		tx.ng.retire(0)
+	}
+	err := fmt.Errorf("%w: %w", ErrSwapFailed, cause)
+	switch {
+	case tx.pauseStart.IsZero(): // nothing paused: N never stopped serving
+	case old.isDead():
+		err = fmt.Errorf("%w: %w (and generation %d died while draining; restarting)", ErrSwapFailed, cause, old.num)
+	default:
+		p.resumeOld(tx.ctx, old, tx.insts, tx.oldBinds)
+		tx.rep.PauseMS = ms(time.Since(tx.pauseStart))
+		err = fmt.Errorf("%w: %w; generation %d serves on", ErrSwapFailed, cause, old.num)
+	}
+	rep, err := p.finishReload(tx.rep, phaseServing, tx.num, err)
+	if old.isDead() {
+		p.crashed()
+	}
+	return rep, err
+}
+
+// finishReload ends a reload (swap or restart) in phase ph: it reports
+// the outcome in the status, the metrics, the log and an event.
+func (p *Plugin) finishReload(rep *Report, ph phase, num int, err error) (*Report, error) {
+	rep.SwapMS = ms(time.Since(rep.At))
+	p.metrics.swap(p.name, rep, err)
+	if err != nil {
+		rep.Error = err.Error()
+		p.logf(num, "swap failed: %v", err)
+		p.to(ph, change{activity: ActivityIdle, err: err,
+			events: []Event{{Type: EventSwapFailed, Generation: num, Error: err.Error(), Report: rep}}})
+		return rep, err
+	}
+	p.logf(rep.Generation, "swapped %d → %d in %.1f ms (pause %.2f ms, %d drained, %d state keys)",
+		rep.From, rep.Generation, rep.SwapMS, rep.PauseMS, rep.Drained, rep.StateKeys)
+	p.to(ph, change{activity: ActivityIdle, clearErr: true, reload: rep,
+		events: []Event{{Type: EventSwapFinished, Generation: rep.Generation, Report: rep, BuildMS: rep.BuildMS}}})
+	return rep, nil
 }
 
 // compatible checks, before anything pauses, that ng can take over from old.
@@ -303,7 +339,7 @@ func (p *Plugin) drain(ctx context.Context, old *generation, insts []*instance) 
 
 // resumeOld puts N back in service after a failed swap: sources stopped
 // by the drain are opened again (with the state N still holds), sinks get
-// their queued items, handles resume.
+// their queued items. abort's transition then releases the handles.
 func (p *Plugin) resumeOld(ctx context.Context, old *generation, insts []*instance, oldBinds map[*instance]*binding) {
 	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
 	defer cancel()
@@ -328,8 +364,4 @@ func (p *Plugin) resumeOld(ctx context.Context, old *generation, insts []*instan
 		}
 		inst.sink.resume(octx, ob, false)
 	}
-	p.mu.Lock()
-	p.paused = false
-	p.wakeLocked()
-	p.mu.Unlock()
 }

@@ -1,0 +1,142 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// maxStartFailures is how many starts in a row may fail before a plugin is
+// marked failed and left alone until a reload or a new build.
+const maxStartFailures = 5
+
+// healthyAfter is how long a generation must live for its crash not to
+// count towards the crash loop.
+const healthyAfter = 10 * time.Second
+
+// bringUp starts a generation from the last checkpoint when none serves:
+// starting → serving, or → backoff (a retry is due after the delay), or
+// → failed after maxStartFailures in a row. Any start after the first is
+// a restart (the event says so).
+func (p *Plugin) bringUp(ctx context.Context) error {
+	restart := p.attempted
+	p.attempted = true
+	p.to(phaseStarting, change{})
+	p.mu.Lock()
+	spec := p.spec
+	p.mu.Unlock()
+	num := p.nextGen()
+	g, err := p.startGeneration(ctx, spec, num)
+	if err == nil {
+		err = p.restoreAndOpen(ctx, g, p.ck, true)
+		if err != nil {
+			g.kill(err)
+			g.retire(0)
+		}
+	}
+	if err != nil {
+		p.consecutive++
+		if p.consecutive >= maxStartFailures {
+			p.logf(num, "giving up after %d failed starts: %v", p.consecutive, err)
+			p.to(phaseFailed, change{err: err,
+				events: []Event{{Type: EventPluginCrashed, Generation: num, Error: err.Error()}}})
+			return err
+		}
+		delay := p.backoff()
+		p.logf(num, "start failed, retrying in %s: %v", delay, err)
+		p.to(phaseBackoff, change{err: err})
+		p.retry = time.After(delay)
+		return err
+	}
+	var events []Event
+	if restart {
+		events = []Event{{Type: EventPluginRestarted, Generation: g.num}}
+	}
+	p.serveOn(phaseServing, g, change{events: events})
+	return nil
+}
+
+// serveOn makes g the generation handles reach, in phase ph (serving, or
+// retiring while a swap ends), and releases waiting handles.
+func (p *Plugin) serveOn(ph phase, g *generation, c change) {
+	c.cur, c.setCur = g, true
+	p.to(ph, c)
+	if p.metrics != nil {
+		p.metrics.generation.WithLabelValues(p.name).Set(float64(g.num))
+	}
+	if g.spec.Started != nil {
+		g.spec.Started()
+	}
+}
+
+// nextGen allocates a generation number. Numbers are never reused, not
+// even by failed starts, so logs and events stay unambiguous.
+func (p *Plugin) nextGen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.genNum++
+	return p.genNum
+}
+
+func (p *Plugin) backoff() time.Duration {
+	return backoffDelay(p.sup.opts.BackoffMin, p.sup.opts.BackoffMax, p.consecutive)
+}
+
+// backoffDelay is lo doubled for each failure after the first, capped at
+// hi: the one backoff of the module's restarts and retries.
+func backoffDelay(lo, hi time.Duration, failures int) time.Duration {
+	d := lo
+	for i := 1; i < failures && d < hi; i++ {
+		d *= 2
+	}
+	if d > hi {
+		return hi
+	}
+	return d
+}
+
+// crashed handles the unplanned end of the serving generation:
+// serving → backoff, a start due after the delay.
+func (p *Plugin) crashed() {
+	p.mu.Lock()
+	g := p.cur
+	p.restarts++
+	p.mu.Unlock()
+	reason := g.reason()
+	if time.Since(g.started) > healthyAfter {
+		p.consecutive = 0
+	}
+	p.consecutive++
+	p.logf(g.num, "crashed: %v", reason)
+	if p.metrics != nil {
+		p.metrics.restarts.WithLabelValues(p.name).Inc()
+	}
+	p.unbind(g)
+	g.retire(0)
+	delay := p.backoff()
+	p.to(phaseBackoff, change{setCur: true, err: reason,
+		events: []Event{{Type: EventPluginCrashed, Generation: g.num, Error: reason.Error()}}})
+	p.retry = time.After(delay)
+}
+
+// restartByReload is a reload while nothing serves (crash loop, failed
+// start): a fresh start from the last checkpoint, reported as a swap.
+func (p *Plugin) restartByReload(o ReloadOptions) (*Report, error) {
+	rep := &Report{Forced: o.Force, BuildMS: o.BuildMS, At: time.Now()}
+	p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name})
+	if o.Spec != nil {
+		p.mu.Lock()
+		p.spec = *o.Spec
+		p.mu.Unlock()
+	}
+	p.consecutive, p.retry = 0, nil
+	err := p.bringUp(p.ctx)
+	p.mu.Lock()
+	num := p.genNum
+	p.mu.Unlock()
+	if err != nil {
+		return p.finishReload(rep, p.phaseNow(), num, fmt.Errorf("%w: %w", ErrSwapFailed, err))
+	}
+	rep.Generation = num
+	return p.finishReload(rep, phaseServing, num, nil)
+}
