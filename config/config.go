@@ -77,6 +77,11 @@ type Supervisor struct {
 	MaxFrame   int // largest transport frame in bytes; default 16 MiB, at least 64 KiB
 	KeepBuilds int // builds kept per plugin for rollback; default 5
 	LogLines   int // log lines kept per plugin; default 1000
+
+	// Production (docs/deploy.md).
+	ConfigCheck     Duration // config_check: how often the config file's content hash is compared, a backstop for missed events (ConfigMap swaps); 0 = never; default 10s
+	ShutdownTimeout Duration // shutdown_timeout: bound on a clean stop after SIGTERM (drain, checkpoint, stop plugins); default 30s
+	APITokenFile    string   // api_token_file: read the API token from this file (a mounted Secret) instead of <state_dir>/api.token; "" = default
 }
 
 // Limits of the [supervisor] integers.
@@ -110,6 +115,8 @@ func DefaultSupervisor() Supervisor {
 		MaxFrame:           DefaultMaxFrame,
 		KeepBuilds:         5,
 		LogLines:           1000,
+		ConfigCheck:        d(10 * time.Second),
+		ShutdownTimeout:    d(30 * time.Second),
 	}
 }
 
@@ -126,6 +133,7 @@ type Plugin struct {
 	Build    Build             // [plugins.NAME.build]
 	Env      map[string]string // extra environment of the plugin process; never nil
 	Resolved Driver            // what the driver string resolved to
+	Optional bool              // required = false: /readyz does not wait for this plugin
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -204,6 +212,12 @@ func Load(path string, builtins Registry) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	return LoadData(path, data, builtins)
+}
+
+// LoadData is Load of data already read from path (so a caller can hash
+// exactly the bytes it applies).
+func LoadData(path string, data []byte, builtins Registry) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -302,6 +316,7 @@ func Diff(old, new *Config) Changes {
 }
 
 func pluginChanged(a, b *Plugin) bool {
+	// Optional is not compared: it only changes what /readyz waits for.
 	return a.Driver != b.Driver || a.Checksum != b.Checksum || a.Update != b.Update ||
 		!reflect.DeepEqual(a.Resolved, b.Resolved) ||
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
@@ -355,4 +370,13 @@ func joinErrors(errs []*Error) error {
 		all[i] = e
 	}
 	return errors.Join(all...)
+}
+
+// TokenFile is where the API token lives: api_token_file when set (a
+// mounted Kubernetes Secret, read only), else <state_dir>/api.token.
+func (s Supervisor) TokenFile() string {
+	if s.APITokenFile != "" {
+		return s.APITokenFile
+	}
+	return filepath.Join(s.StateDir, "api.token")
 }

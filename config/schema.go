@@ -22,8 +22,8 @@ var (
 	supervisorKeys = []string{"bin_dir", "remote_dir", "state_dir", "api", "debounce", "max_wait", "mode", "poll",
 		"start_timeout", "drain_timeout", "snapshot_timeout", "restore_timeout", "stop_grace",
 		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
-		"max_frame", "keep_builds", "log_lines"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env"}
+		"max_frame", "keep_builds", "log_lines", "config_check", "shutdown_timeout", "api_token_file"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
 
@@ -332,6 +332,18 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			p.integer(kp, v, &s.KeepBuilds, 1, 1000, "builds")
 		case "log_lines":
 			p.integer(kp, v, &s.LogLines, 1, 10_000_000, "lines")
+		case "config_check":
+			p.duration(kp, v, &s.ConfigCheck, true)
+		case "shutdown_timeout":
+			p.duration(kp, v, &s.ShutdownTimeout, false)
+		case "api_token_file":
+			if str, ok := p.str(kp, v); ok {
+				if str == "" {
+					p.errorf(kp, "want a file path (a mounted Secret), or leave the key out for <state_dir>/api.token")
+				} else {
+					s.APITokenFile = str
+				}
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -345,6 +357,14 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 	}
 	if s.BackoffMax.Duration < s.BackoffMin.Duration {
 		p.errorf(child(path, "backoff_max"), "%v is shorter than backoff_min (%v)", s.BackoffMax, s.BackoffMin)
+	}
+	if s.ShutdownTimeout.Duration < s.StopGrace.Duration {
+		p.errorf(child(path, "shutdown_timeout"), "%v is shorter than stop_grace (%v) — a clean stop gives every plugin its grace", s.ShutdownTimeout, s.StopGrace)
+	}
+	if s.APITokenFile != "" {
+		if abs, err := expandPath(s.APITokenFile, base); err == nil {
+			s.APITokenFile = abs
+		}
 	}
 	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir} {
 		if abs, err := expandPath(*d, base); err == nil {
@@ -410,6 +430,12 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 		case "env":
 			if m, ok := p.strMap(kp, v); ok {
 				pl.Env = m
+			}
+		case "required":
+			if b, ok := v.(bool); ok {
+				pl.Optional = !b
+			} else {
+				p.errorf(kp, "want true or false (false: /readyz does not wait for this plugin), got %s", tomlType(v))
 			}
 		default:
 			p.unknown(kp, pluginKeys)

@@ -24,6 +24,7 @@ type runningPipeline struct {
 	spec   config.Pipeline
 	cancel context.CancelFunc
 	done   chan struct{}
+	health pipelineHealth // for /readyz: health.go
 }
 
 func toSupervisor(p config.Pipeline) supervisor.Pipeline {
@@ -70,7 +71,7 @@ func (ps *pipelines) sync(ctx context.Context, h *Host, want []config.Pipeline) 
 		go func() {
 			defer ps.wg.Done()
 			defer close(r.done)
-			h.runPipeline(pctx, p)
+			h.runPipeline(pctx, p, &r.health)
 		}()
 	}
 }
@@ -88,10 +89,12 @@ func (ps *pipelines) stop() {
 
 // runPipeline keeps one pipeline running: until its plugins exist (their
 // first build may still run) and again after an error, it retries.
-func (h *Host) runPipeline(ctx context.Context, p config.Pipeline) {
+func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, health *pipelineHealth) {
 	delay := 100 * time.Millisecond
 	for {
+		health.set(true, nil)
 		err := h.sup.RunPipeline(ctx, toSupervisor(p))
+		health.set(false, err)
 		if ctx.Err() != nil {
 			return
 		}
