@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -25,6 +24,7 @@ import (
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/host"
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/version"
 )
 
 // backend adapts *host.Host to api.Backend (its Symbol and event types).
@@ -44,7 +44,16 @@ func (b backend) Events(buf int) (<-chan supervisor.Event, func()) {
 	return s.C, s.Close
 }
 
-func (b backend) Gatherer() prometheus.Gatherer { return b.Host.Gatherer() }
+func (b backend) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{b.Host.Gatherer(), buildInfo}
+}
+
+// buildInfo serves plugvisor_build_info beside the host's metrics.
+var buildInfo = func() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(version.Collector())
+	return r
+}()
 
 // newLogger writes to w: a console writer on a terminal, JSON otherwise.
 func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
@@ -177,10 +186,16 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 			}
 		}, func(error) { sub.Close(); close(done) })
 	}
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(signals(h, &log, cfg.Supervisor.ShutdownTimeout.Duration)) // lifecycle.go
+	{
+		nctx, ncancel := context.WithCancel(ctx)
+		g.Add(func() error { return notifyReady(nctx, h, &log, cfg.Supervisor.StartTimeout.Duration) }, func(error) { ncancel() })
+	}
+	stopReaper := reapAdopted(&log) // PID 1 only: reap_linux.go
 
 	err = g.Run()
-	if errors.Is(err, run.ErrSignal) {
+	stopReaper()
+	if errors.As(err, new(errSignal)) {
 		log.Info().Str("reason", err.Error()).Msg("stopped")
 		return nil
 	}

@@ -104,8 +104,18 @@ func startDaemonWith(t *testing.T, mode, plugins string) *child {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startDaemonConfig(t, mode, cfgPath)
+}
+
+// startDaemonConfig runs the daemon on an existing config file, with extra
+// environment variables.
+func startDaemonConfig(t *testing.T, mode, cfgPath string, env ...string) *child {
+	t.Helper()
 	d := &child{cmd: exec.Command(binary, mode, "-c", cfgPath), lines: make(chan string, 100),
 		exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	if len(env) > 0 {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
