@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"sort"
 	"sync"
 )
@@ -43,4 +44,34 @@ func (ps *pipelines) notFlowing() []NotReady {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// drain ends every pipeline cleanly (a clean shutdown): each source is
+// stopped and what it emitted is delivered and flushed before its
+// pipeline returns. Pipelines still running when ctx ends are cancelled
+// by stop.
+func (ps *pipelines) drain(ctx context.Context) {
+	ps.mu.Lock()
+	rs := make([]*runningPipeline, 0, len(ps.running))
+	for _, r := range ps.running {
+		close(r.drain)
+		rs = append(rs, r)
+	}
+	ps.mu.Unlock()
+	for _, r := range rs {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }

@@ -188,6 +188,11 @@ func (h *Host) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	cfgWatch.Wait()
+	// A clean stop: sources stop and what they emitted reaches the sinks
+	// before the plugins are checkpointed and stopped.
+	dctx, dcancel := context.WithTimeout(context.Background(), cfg.Supervisor.DrainTimeout.Duration)
+	h.pipes.drain(dctx)
+	dcancel()
 	h.pipes.stop()
 	h.mu.Lock()
 	ws := make([]*worker, 0, len(h.workers))

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -410,6 +411,34 @@ func callJSON(t *testing.T, base, fn string, in any, out any) {
 	}
 }
 
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	s := strings.TrimSuffix(string(b), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// waitLines waits until path holds at least n complete lines.
+func waitLines(t *testing.T, path string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if l := readLines(t, path); len(l) >= n {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: fewer than %d lines after 60s", path, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func processGone(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == syscall.ESRCH
@@ -423,13 +452,38 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 		t.Skip("builds and runs a plugin")
 	}
 	dir := t.TempDir()
-	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
+	ex := filepath.Join(repoRoot(t), "examples")
+	out := filepath.Join(dir, "out.jsonl")
 	// A checkpoint interval far beyond the test: only the stop checkpoints.
+	// A pipeline runs too: counter's ticks into filesink, which must go on
+	// from where it stopped, no item lost or repeated.
 	cfg := filepath.Join(dir, "config.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("[supervisor]\napi = \"127.0.0.1:0\"\ncheckpoint_interval = \"1h\"\nshutdown_timeout = \"20s\"\n\n[plugins.clicks]\ndriver = %q\n", clicks)), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`[supervisor]
+api = "127.0.0.1:0"
+checkpoint_interval = "1h"
+shutdown_timeout = "20s"
+
+[plugins.clicks]
+driver = %q
+[plugins.counter]
+driver = %q
+[plugins.counter.config]
+interval = "2ms"
+[plugins.filesink]
+driver = %q
+[plugins.filesink.config]
+path = %q
+
+[[pipeline]]
+name = "p"
+source = "counter.ticks"
+sink = "filesink.append"
+`, filepath.Join(ex, "clicks"), filepath.Join(ex, "counter"), filepath.Join(ex, "filesink"), out)), 0o644)
 	d := startDaemonConfig(t, "run", cfg)
 	base := "http://" + d.addr
 	pid := waitRunning(t, base, "clicks", 90*time.Second).PID
+	pids := []int{pid, waitRunning(t, base, "counter", 90*time.Second).PID, waitRunning(t, base, "filesink", 90*time.Second).PID}
+	waitLines(t, out, 20)
 	want := map[string]int64{"a": 3, "b": 1, "c": 7}
 	for k, n := range want {
 		for range n {
@@ -451,12 +505,21 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 		t.Fatal("no exit within shutdown_timeout")
 	}
 	t.Logf("stopped in %v", time.Since(start))
-	if !processGone(pid) {
-		t.Fatalf("plugin pid %d outlived the daemon", pid)
+	for _, pid := range pids {
+		if !processGone(pid) {
+			t.Fatalf("plugin pid %d outlived the daemon", pid)
+		}
 	}
+	before := len(readLines(t, out))
 	d2 := startDaemonConfig(t, "run", cfg)
 	base = "http://" + d2.addr
 	waitRunning(t, base, "clicks", 90*time.Second)
+	lines := waitLines(t, out, before+20)
+	for i, l := range lines {
+		if l != strconv.Itoa(i+1) {
+			t.Fatalf("pipeline output line %d is %q, want %d (%d lines before the restart)", i+1, l, i+1, before)
+		}
+	}
 	for k, n := range want {
 		var v int64
 		callJSON(t, base, "clicks/get", k, &v)
@@ -468,7 +531,9 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 			t.Fatalf("counter %s counted to %d, want %d", k, v, n+1)
 		}
 	}
+	st2 := time.Now()
 	d2.stop(t)
+	t.Logf("second stop in %v", time.Since(st2))
 }
 
 // Test 4 of issue 14: with NOTIFY_SOCKET (here an abstract socket, as
