@@ -120,9 +120,13 @@ backoff_max = "10s"
 max_frame = 65536
 keep_builds = 2
 log_lines = 10
+config_check = "0s"
+shutdown_timeout = "11s"
+api_token_file = "secrets/token"
 
 [plugins.counter]
 driver = "./examples/counter"
+required = false
 env = { GOGC = "off" }
 [plugins.counter.config]
 interval = "10ms"
@@ -160,9 +164,13 @@ sink = "mysql.append"
 		StartTimeout: sec(1), DrainTimeout: sec(2), SnapshotTimeout: sec(3), RestoreTimeout: sec(4), StopGrace: sec(5),
 		HeartbeatInterval: sec(6), HeartbeatTimeout: sec(7), CheckpointInterval: sec(8), BackoffMin: ms(9), BackoffMax: sec(10),
 		MaxFrame: 65536, KeepBuilds: 2, LogLines: 10,
+		ConfigCheck: ms(0), ShutdownTimeout: sec(11), APITokenFile: filepath.Join(f.dir, "secrets", "token"),
 	}
 	if s != want {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)
+	}
+	if s.TokenFile() != want.APITokenFile || !cfg.Plugins["counter"].Optional || cfg.Plugins["mysql"].Optional {
+		t.Errorf("token file %s, counter optional %v, mysql optional %v", s.TokenFile(), cfg.Plugins["counter"].Optional, cfg.Plugins["mysql"].Optional)
 	}
 	c := cfg.Plugins["counter"]
 	if c.Resolved.Kind != KindSource || c.Resolved.Path != f.src || c.Env["GOGC"] != "off" ||
@@ -267,6 +275,9 @@ func TestBadValues(t *testing.T) {
 		{"api", "[supervisor]\napi = \"localhost\"\n", 2, "supervisor.api", []string{"host:port"}},
 		{"max_wait < debounce", "[supervisor]\ndebounce = \"3s\"\n", 1, "supervisor.max_wait", []string{"shorter than debounce"}},
 		{"heartbeat", "[supervisor]\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"1s\"\n", 3, "supervisor.heartbeat_timeout", []string{"longer than heartbeat_interval"}},
+		{"shutdown_timeout < stop_grace", "[supervisor]\nstop_grace = \"5s\"\nshutdown_timeout = \"2s\"\n", 3, "supervisor.shutdown_timeout", []string{"shorter than stop_grace"}},
+		{"api_token_file empty", "[supervisor]\napi_token_file = \"\"\n", 2, "supervisor.api_token_file", []string{"Secret"}},
+		{"required type", "[plugins.a]\ndriver = \"upper\"\nrequired = \"no\"\n", 3, "plugins.a.required", []string{"true or false", "/readyz"}},
 		{"supervisor not table", "supervisor = 1\n", 1, "supervisor", []string{"want a table"}},
 		{"bad plugin name", "[plugins.\"my plugin\"]\ndriver = \"upper\"\n", 1, `plugins."my plugin"`, []string{"not a valid plugin name"}},
 		{"no driver", "[plugins.a]\nenv = {}\n", 1, "plugins.a", []string{"driver is missing", "go-getter URL"}},
