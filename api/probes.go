@@ -28,6 +28,8 @@ type NotReady struct {
 // are taken as wedged (a probe's own timeout should be longer).
 const LiveTimeout = 3 * time.Second
 
+var liveTimeout = LiveTimeout // tests shorten it
+
 // probes registers /livez, /readyz and /healthz (an alias of /livez).
 // They carry no secrets, so they need no token: a kubelet or a load
 // balancer must be able to call them.
@@ -39,7 +41,7 @@ func (s *server) probes(mux *http.ServeMux) {
 
 func (s *server) livez(w http.ResponseWriter, r *http.Request) {
 	if p, ok := s.b.(Prober); ok {
-		ctx, cancel := context.WithTimeout(r.Context(), LiveTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), liveTimeout)
 		defer cancel()
 		if err := p.Live(ctx); err != nil {
 			s.log.Error().Err(err).Msg("liveness check failed")
