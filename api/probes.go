@@ -19,7 +19,7 @@ type Prober interface {
 
 // NotReady is one reason /readyz answers 503.
 type NotReady struct {
-	Kind   string `json:"kind"` // "plugin" or "pipeline"
+	Kind   string `json:"kind"` // "plugin", "pipeline", or "host" (starting or stopping)
 	Name   string `json:"name"`
 	Reason string `json:"reason"`
 }

@@ -11,7 +11,7 @@ import (
 
 // NotReady is one reason the host does not serve fully (GET /readyz).
 type NotReady struct {
-	Kind   string `json:"kind"` // "plugin" or "pipeline"
+	Kind   string `json:"kind"` // "plugin", "pipeline", or "host" (starting or stopping)
 	Name   string `json:"name"`
 	Reason string `json:"reason"`
 }

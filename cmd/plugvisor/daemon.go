@@ -92,7 +92,11 @@ func daemonCommands() []*cobra.Command {
 	runCmd := mk("run", "Run the daemon on a config file",
 		`Run builds and starts every plugin of the config, watches their sources,
 binaries and the config file, swaps plugins as they change and serves the
-HTTP API, until SIGINT or SIGTERM stops everything cleanly.
+HTTP API, until SIGINT or SIGTERM stops everything cleanly: pipelines
+drained, every plugin checkpointed and stopped, within [supervisor]
+shutdown_timeout (a second signal exits at once). SIGHUP re-reads the
+config. Under systemd (Type=notify) it reports READY=1, STOPPING=1 and
+watchdog pings itself; see docs/deploy.md.
 
 The API listens on [supervisor] api (default 127.0.0.1:9081) or --api; it has
 no authentication, so keep it on loopback: anyone who can reach it can make
