@@ -538,7 +538,8 @@ sink = "filesink.append"
 
 // Test 4 of issue 14: with NOTIFY_SOCKET (here an abstract socket, as
 // systemd often hands out), the daemon sends READY=1 once its plugins are
-// up and STOPPING=1 on SIGTERM.
+// up, WATCHDOG=1 pings when WATCHDOG_USEC is set, and STOPPING=1 on
+// SIGTERM.
 func TestSdNotify(t *testing.T) {
 	name := fmt.Sprintf("@plugvisor-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
@@ -561,7 +562,8 @@ func TestSdNotify(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.toml")
 	os.WriteFile(cfg, []byte(inprocHead+"[plugins.a]\ndriver = \"upper\"\n[plugins.b]\ndriver = \"json\"\n"), 0o644)
-	d := startDaemonConfig(t, "run", cfg, "NOTIFY_SOCKET="+name)
+	// WATCHDOG_USEC of 400ms: a ping every 200ms while the host answers.
+	d := startDaemonConfig(t, "run", cfg, "NOTIFY_SOCKET="+name, "WATCHDOG_USEC=400000")
 	base := "http://" + d.addr
 	next := func(what string) string {
 		select {
@@ -579,11 +581,20 @@ func TestSdNotify(t *testing.T) {
 	if err := sameSet(pluginNames(t, base), "a", "b"); err != nil {
 		t.Fatalf("READY=1 before the plugins were up: %v", err)
 	}
+	if m := next("WATCHDOG=1"); m != "WATCHDOG=1" {
+		t.Fatalf("after READY=1: %q, want WATCHDOG=1", m)
+	}
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if m := next("STOPPING=1"); m != "STOPPING=1" {
-		t.Fatalf("after SIGTERM: %q, want STOPPING=1", m)
+	for {
+		m := next("STOPPING=1")
+		if m == "STOPPING=1" {
+			break
+		}
+		if m != "WATCHDOG=1" {
+			t.Fatalf("after SIGTERM: %q, want STOPPING=1", m)
+		}
 	}
 	select {
 	case err := <-d.exited:
