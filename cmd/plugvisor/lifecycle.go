@@ -66,6 +66,7 @@ func signals(h *host.Host, log *zerolog.Logger, bound time.Duration) (execute fu
 					case <-t.C:
 						log.Error().Dur("shutdown_timeout", bound).Msg("clean stop took longer than shutdown_timeout: exiting without it")
 					}
+					signal.Stop(sigs)
 					forceExit(1)
 				}()
 				return errSignal{sig}
