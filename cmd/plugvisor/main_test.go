@@ -111,11 +111,18 @@ func startDaemonWith(t *testing.T, mode, plugins string) *child {
 // environment variables.
 func startDaemonConfig(t *testing.T, mode, cfgPath string, env ...string) *child {
 	t.Helper()
-	d := &child{cmd: exec.Command(binary, mode, "-c", cfgPath), lines: make(chan string, 100),
-		exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	cmd := exec.Command(binary, mode, "-c", cfgPath)
 	if len(env) > 0 {
-		d.cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(os.Environ(), env...)
 	}
+	return startDaemonCmd(t, cmd)
+}
+
+// startDaemonCmd starts cmd, a daemon (possibly behind a wrapper such as
+// unshare), and waits for its API address.
+func startDaemonCmd(t *testing.T, cmd *exec.Cmd) *child {
+	t.Helper()
+	d := &child{cmd: cmd, lines: make(chan string, 100), exited: make(chan error, 1), logs: &bytes.Buffer{}}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
