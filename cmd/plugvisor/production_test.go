@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // atomicWrite replays kubelet's AtomicWriter (pkg/volume/util/atomic_writer.go),
@@ -365,6 +366,17 @@ func TestReadyz(t *testing.T) {
 	waitReadyz(t, base, 200)
 	if code, body := get(t, base+"/livez"); code != 200 || !strings.Contains(string(body), `"protocol"`) {
 		t.Fatalf("/livez: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(string(body), `plugvisor_build_info{goversion="go`) {
+		t.Fatalf("/metrics has no plugvisor_build_info: %d", code)
+	}
+	out, _, code := cli(t, nil, "version", "--json")
+	var v struct {
+		Protocol  int    `json:"protocol"`
+		GoVersion string `json:"go_version"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Protocol != transport.Version || !strings.HasPrefix(v.GoVersion, "go") {
+		t.Fatalf("version --json: %d %s", code, out)
 	}
 	d.stop(t)
 }
