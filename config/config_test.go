@@ -133,9 +133,13 @@ log_bytes_per_sec = 2048
 log_lines_per_sec = 20
 log_line_max = 100
 env_inherit = ["AWS_PROFILE"]
+config_check = "0s"
+shutdown_timeout = "11s"
+api_token_file = "secrets/token"
 
 [plugins.counter]
 driver = "./examples/counter"
+required = false
 env = { GOGC = "off" }
 [plugins.counter.config]
 interval = "10ms"
@@ -178,9 +182,13 @@ sink = "mysql.append"
 		APITLSKey: "/etc/pv/key.pem", APIClientCA: filepath.Join(f.dir, "tls", "ca.pem"), APIMaxConns: 64, CallTimeout: sec(11),
 		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
 		LogBytesPerSec: 2048, LogLinesPerSec: 20, LogLineMax: 100, EnvInherit: []string{"AWS_PROFILE"},
+		ConfigCheck: ms(0), ShutdownTimeout: sec(11), APITokenFile: filepath.Join(f.dir, "secrets", "token"),
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)
+	}
+	if s.TokenFile() != want.APITokenFile || !cfg.Plugins["counter"].Optional || cfg.Plugins["mysql"].Optional {
+		t.Errorf("token file %s, counter optional %v, mysql optional %v", s.TokenFile(), cfg.Plugins["counter"].Optional, cfg.Plugins["mysql"].Optional)
 	}
 	c := cfg.Plugins["counter"]
 	if c.Resolved.Kind != KindSource || c.Resolved.Path != f.src || c.Env["GOGC"] != "off" ||
@@ -290,6 +298,9 @@ func TestBadValues(t *testing.T) {
 		{"call_timeout zero", "[supervisor]\ncall_timeout = \"0s\"\n", 2, "supervisor.call_timeout", []string{"positive"}},
 		{"max_wait < debounce", "[supervisor]\ndebounce = \"3s\"\n", 1, "supervisor.max_wait", []string{"shorter than debounce"}},
 		{"heartbeat", "[supervisor]\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"1s\"\n", 3, "supervisor.heartbeat_timeout", []string{"longer than heartbeat_interval"}},
+		{"shutdown_timeout < stop_grace", "[supervisor]\nstop_grace = \"5s\"\nshutdown_timeout = \"2s\"\n", 3, "supervisor.shutdown_timeout", []string{"shorter than stop_grace"}},
+		{"api_token_file empty", "[supervisor]\napi_token_file = \"\"\n", 2, "supervisor.api_token_file", []string{"Secret"}},
+		{"required type", "[plugins.a]\ndriver = \"upper\"\nrequired = \"no\"\n", 3, "plugins.a.required", []string{"true or false", "/readyz"}},
 		{"supervisor not table", "supervisor = 1\n", 1, "supervisor", []string{"want a table"}},
 		{"bad plugin name", "[plugins.\"my plugin\"]\ndriver = \"upper\"\n", 1, `plugins."my plugin"`, []string{"not a valid plugin name"}},
 		{"no driver", "[plugins.a]\nenv = {}\n", 1, "plugins.a", []string{"driver is missing", "go-getter URL"}},

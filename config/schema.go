@@ -22,8 +22,9 @@ var (
 		"max_frame", "keep_builds", "log_lines",
 		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
 		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
-		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit"}
+		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit",
+		"config_check", "shutdown_timeout", "api_token_file"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
 
@@ -385,6 +386,18 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			if names, ok := p.envNames(kp, v); ok {
 				s.EnvInherit = names
 			}
+		case "config_check":
+			p.duration(kp, v, &s.ConfigCheck, true)
+		case "shutdown_timeout":
+			p.duration(kp, v, &s.ShutdownTimeout, false)
+		case "api_token_file":
+			if str, ok := p.str(kp, v); ok {
+				if str == "" {
+					p.errorf(kp, "want a file path (a mounted Secret), or leave the key out for <state_dir>/api.token")
+				} else {
+					s.APITokenFile = str
+				}
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -404,6 +417,14 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 	}
 	if s.APIClientCA != "" && s.APITLSCert == "" {
 		p.errorf(child(path, "api_client_ca"), "client certificates need TLS — set api_tls_cert and api_tls_key too")
+	}
+	if s.ShutdownTimeout.Duration < s.StopGrace.Duration {
+		p.errorf(child(path, "shutdown_timeout"), "%v is shorter than stop_grace (%v) — a clean stop gives every plugin its grace", s.ShutdownTimeout, s.StopGrace)
+	}
+	if s.APITokenFile != "" {
+		if abs, err := expandPath(s.APITokenFile, base); err == nil {
+			s.APITokenFile = abs
+		}
 	}
 	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir, &s.APITLSCert, &s.APITLSKey, &s.APIClientCA} {
 		if *d == "" {
@@ -503,6 +524,12 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 		case "env_inherit":
 			if names, ok := p.envNames(kp, v); ok {
 				pl.EnvInherit = names
+			}
+		case "required":
+			if b, ok := v.(bool); ok {
+				pl.Optional = !b
+			} else {
+				p.errorf(kp, "want true or false (false: /readyz does not wait for this plugin), got %s", tomlType(v))
 			}
 		default:
 			p.unknown(kp, pluginKeys)

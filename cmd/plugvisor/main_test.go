@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -112,6 +113,14 @@ type child struct {
 // token, so helpers given only the URL can authenticate.
 var tokens sync.Map
 
+// authDo sends req with the token of the daemon it is addressed to.
+func authDo(req *http.Request) (*http.Response, error) {
+	if tok, ok := tokens.Load("http://" + req.URL.Host); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	return http.DefaultClient.Do(req)
+}
+
 // authGet is http.Get with the token of the daemon at base.
 func authGet(base, path string) (*http.Response, error) {
 	req, err := http.NewRequest("GET", base+path, nil)
@@ -156,8 +165,29 @@ func startDaemonCmd(t *testing.T, cfg string, prefix []string, args ...string) *
 	}
 	argv := append(append(append([]string{}, prefix...), binary), args...)
 	argv = append(argv, "-c", cfgPath)
-	d := &child{cmd: exec.Command(argv[0], argv[1:]...), dir: dir, lines: make(chan string, 100),
-		exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	return startDaemonExec(t, exec.Command(argv[0], argv[1:]...), cfgPath)
+}
+
+// startDaemonConfig runs the daemon on an existing config file, with extra
+// environment variables.
+func startDaemonConfig(t *testing.T, mode, cfgPath string, env ...string) *child {
+	t.Helper()
+	cmd := exec.Command(binary, mode, "-c", cfgPath)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return startDaemonExec(t, cmd, cfgPath)
+}
+
+// startDaemonExec starts cmd, a daemon on the config at cfgPath (possibly
+// behind a wrapper such as unshare), and waits for its API address.
+func startDaemonExec(t *testing.T, cmd *exec.Cmd, cfgPath string) *child {
+	t.Helper()
+	sup, err := config.LoadSupervisor(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &child{cmd: cmd, dir: filepath.Dir(cfgPath), lines: make(chan string, 100), exited: make(chan error, 1), logs: &bytes.Buffer{}}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +235,7 @@ func startDaemonCmd(t *testing.T, cfg string, prefix []string, args ...string) *
 	})
 	select {
 	case d.addr = <-addrc:
-		tok, err := os.ReadFile(filepath.Join(dir, ".plugvisor", "api.token"))
+		tok, err := os.ReadFile(sup.TokenFile())
 		if err != nil {
 			t.Fatalf("the daemon listens but wrote no token: %v", err)
 		}
