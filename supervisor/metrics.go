@@ -153,3 +153,26 @@ func (m *metrics) acked(plugin, symbol string, n, pending uint64) {
 	m.counter(m.items, plugin, symbol, "in").Add(float64(n))
 	m.queue.WithLabelValues(plugin, symbol).Set(float64(pending))
 }
+
+// batch records the outcomes of a CallBatch: one add per outcome.
+func (m *metrics) batch(plugin, fn string, res []Result, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.call(plugin, fn, err)
+		return
+	}
+	failed := 0
+	for _, r := range res {
+		if r.Err != nil {
+			failed++
+		}
+	}
+	if ok := len(res) - failed; ok > 0 {
+		m.counter(m.calls, plugin, fn, "ok").Add(float64(ok))
+	}
+	if failed > 0 {
+		m.counter(m.calls, plugin, fn, "error").Add(float64(failed))
+	}
+}

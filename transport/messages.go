@@ -29,6 +29,20 @@ type Manifest struct {
 	Sinks        []string `json:"sinks"`
 	Functions    []string `json:"functions"`
 	Migrate      bool     `json:"migrate,omitempty"` // the plugin has a Migrate hook
+	// Features lists optional protocol features the plugin serves (see
+	// FeatureCallBatch); a plugin built before a feature existed omits it
+	// and the host does not use it.
+	Features []string `json:"features,omitempty"`
+}
+
+// Supports reports whether the manifest announces protocol feature f.
+func (m *Manifest) Supports(f string) bool {
+	for _, x := range m.Features {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 var symbolName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
