@@ -21,6 +21,7 @@ type metrics struct {
 	items      *prometheus.CounterVec
 	queue      *prometheus.GaugeVec
 	lost       *prometheus.CounterVec
+	pipe       *pipeMetrics
 
 	cache sync.Map // label key → prometheus.Counter
 }
@@ -51,10 +52,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Sink items written but not yet acknowledged."}, []string{"plugin", "symbol"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plugvisor_lost_total",
 			Help: "Source items that never reached the host (gaps in a stream's sequence numbers). Must stay 0."}, []string{"plugin"}),
+		pipe: newPipeMetrics(),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.state, m.generation, m.restarts, m.swaps, m.builds, m.buildSec,
 			m.swapSec, m.pauseSec, m.calls, m.items, m.queue, m.lost} {
+			_ = reg.Register(c)
+		}
+		for _, c := range m.pipe.collectors() {
 			_ = reg.Register(c)
 		}
 	}
@@ -174,5 +179,21 @@ func (m *metrics) batch(plugin, fn string, res []Result, err error) {
 	}
 	if failed > 0 {
 		m.counter(m.calls, plugin, fn, "error").Add(float64(failed))
+	}
+}
+
+// initPlugin creates a plugin's counter series at 0, so an alert on
+// increase(...) has a series to watch before the first event.
+func (m *metrics) initPlugin(plugin string) {
+	if m == nil {
+		return
+	}
+	m.lost.WithLabelValues(plugin)
+	m.restarts.WithLabelValues(plugin)
+	for _, o := range []string{"finished", "failed"} {
+		m.swaps.WithLabelValues(plugin, o)
+	}
+	for _, o := range []string{"succeeded", "failed"} {
+		m.builds.WithLabelValues(plugin, o)
 	}
 }
