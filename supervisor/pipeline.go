@@ -184,39 +184,65 @@ func (s *Supervisor) openSink(ctx context.Context, ref Ref, name string) (*SinkW
 	return w, nil
 }
 
-// read takes items from the source, as many as are ready up to a batch,
-// and passes them on. It stops at ctx (the pipeline's) and closes out.
+// read takes items from the source and passes them on in batches. While
+// the next stage is busy the pending batch grows (up to BatchItems and
+// BatchBytes), so batches are as large as the pipeline's slowest stage
+// makes useful and no larger: a lone item goes at once. It stops reading
+// at ctx (the pipeline's), hands on what it holds, and closes out.
 func (rc *runCtx) read(ctx, work context.Context, sub *Subscription, out chan<- batch) error {
 	defer close(out)
 	st := rc.stats.source()
-	for {
-		var b batch
-		select {
-		case <-ctx.Done():
-			return nil
-		case it := <-sub.C():
-			b.items = append(make([][]byte, 0, 16), it.Data)
+	var b batch
+	size := 0
+	add := func(it Item) {
+		if b.items == nil {
+			b.items = make([][]byte, 0, 16)
 		}
-		size := len(b.items[0])
-	more:
-		for len(b.items) < rc.pl.BatchItems && size < rc.pl.BatchBytes {
-			select {
-			case it := <-sub.C():
-				b.items = append(b.items, it.Data)
-				size += len(it.Data)
-			default:
-				break more
-			}
-		}
+		b.items = append(b.items, it.Data)
+		size += len(it.Data)
+	}
+	sent := func() {
 		n := uint64(len(b.items))
 		st.in.Add(n)
 		st.out.Add(n)
 		st.pIn.Add(float64(n))
 		st.pOut.Add(float64(n))
+		b, size = batch{}, 0
+	}
+	send := func() (ok bool) {
 		select {
 		case out <- b:
+			sent()
+			return true
 		case <-work.Done():
-			return nil
+			return false
+		}
+	}
+	for {
+		switch {
+		case len(b.items) == 0:
+			select {
+			case it := <-sub.C():
+				add(it)
+			case <-ctx.Done():
+				return nil
+			}
+		case len(b.items) >= rc.pl.BatchItems || size >= rc.pl.BatchBytes:
+			if !send() {
+				return nil
+			}
+		default:
+			select {
+			case out <- b:
+				sent()
+			case it := <-sub.C():
+				add(it)
+			case <-ctx.Done():
+				send()
+				return nil
+			case <-work.Done():
+				return nil
+			}
 		}
 	}
 }

@@ -202,7 +202,6 @@ func (s *Supervisor) ForgetPipeline(name string) {
 	s.pipes.mu.Unlock()
 }
 
-
 // pipeMetrics are the per-pipeline, per-stage series.
 type pipeMetrics struct {
 	items, dropped, dead, retried *prometheus.CounterVec

@@ -149,7 +149,7 @@ func runBench(ctx context.Context, out io.Writer, plugin string, calls, swaps in
 	fmt.Fprintf(out, "| swap pause p50 / p99 (%d swaps under load) | %s / %s |\n", swaps, pct(pauses, 0.5), pct(pauses, 0.99))
 	fmt.Fprintf(out, "| whole swap p50 | %s |\n", pct(totals, 0.5))
 	fmt.Fprintf(out, "| host heap in use / RSS | %.1f MiB / %s |\n", float64(ms.HeapInuse)/(1<<20), rss())
-	return nil
+	return benchPipelines(ctx, out, dir, min(swaps, 20))
 }
 
 func pct(d []time.Duration, q float64) time.Duration {
