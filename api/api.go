@@ -82,6 +82,7 @@ func NewServer(b Backend, log *zerolog.Logger) http.Handler {
 	mux.HandleFunc("GET /symbols", s.symbols)
 	mux.HandleFunc("POST /functions/{plugin}/{function}", s.call)
 	mux.HandleFunc("GET /events", s.events)
+	s.pipelineRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
