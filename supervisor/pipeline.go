@@ -70,7 +70,14 @@ func (pl *Pipeline) defaults() {
 // batch is a run of consecutive source items; items[i] is the current
 // data of the item, as the previous stage passed it on.
 type batch struct {
-	items [][]byte
+	items   [][]byte
+	rejects []rejected // items the stage failed, handled in order by its collector
+}
+
+// rejected is an item a function failed for good (after any retries).
+type rejected struct {
+	item []byte
+	err  error
 }
 
 // runCtx is what the stages of one run share.
@@ -91,6 +98,8 @@ type runCtx struct {
 // the supervisor's DrainTimeout).
 func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) (err error) {
 	pl.defaults()
+	// A batch must fit a frame, with room for the function's answer.
+	pl.BatchBytes = min(pl.BatchBytes, s.opts.MaxFrame/4)
 	rc := &runCtx{s: s, pl: pl, stats: s.pipeStats(pl)}
 	rc.stats.setState(PipelineWaiting, nil)
 	defer func() {
@@ -271,9 +280,14 @@ func (rc *runCtx) function(work context.Context, i int, p *Plugin, in <-chan bat
 		case <-work.Done():
 			return nil
 		}
+		// Failed items are dead-lettered or dropped here, in source order.
+		for _, r := range b.rejects {
+			rc.reject(work, i, r.item, r.err)
+		}
 		if len(b.items) == 0 {
 			continue
 		}
+		b.rejects = nil
 		select {
 		case out <- b:
 		case <-work.Done():
@@ -341,8 +355,9 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 			failed = still
 		}
 	}
+	var rejects []rejected
 	for _, j := range failed {
-		rc.reject(ctx, st, "function"+fmt.Sprint(i+1), ref, inputs[j], errs[j])
+		rejects = append(rejects, rejected{inputs[j], errs[j]})
 	}
 	if len(failed) > 0 {
 		out := kept[:0]
@@ -355,7 +370,7 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 	}
 	st.out.Add(uint64(len(kept)))
 	st.pOut.Add(float64(len(kept)))
-	return batch{items: kept}
+	return batch{items: kept, rejects: rejects}
 }
 
 // callAll calls the batch until it is answered: a crash, a restart or a
@@ -391,7 +406,8 @@ type deadLetter struct {
 
 // reject applies the end of the error policy to one item: to the
 // dead-letter sink when there is one, else dropped.
-func (rc *runCtx) reject(ctx context.Context, st *stageStats, stage string, ref Ref, item []byte, cause error) {
+func (rc *runCtx) reject(ctx context.Context, i int, item []byte, cause error) {
+	ref, st := rc.pl.Functions[i], rc.stats.stages[i+1]
 	rc.stats.setState("", fmt.Errorf("%s: %w", ref, cause))
 	if rc.dead != nil {
 		raw := json.RawMessage(item)
