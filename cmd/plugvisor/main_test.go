@@ -503,3 +503,28 @@ func TestBenchCommand(t *testing.T) {
 		}
 	}
 }
+
+// Test 4 (validate): a pipeline naming a misspelled symbol, a symbol of
+// the wrong kind or a misspelled plugin is refused with a suggestion.
+func TestValidatePipelineSymbols(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ pipeline, want string }{
+		{`source = "up.upper"
+functions = ["up.lower"]`, `plugin up has no source "upper" (up.upper is a function, and source needs a source)`},
+		{`source = "up.x"
+functions = ["up.uper"]`, `plugin up has no function "uper" — did you mean "up.upper"?; its functions: lower, upper`},
+		{`source = "up.x"
+functions = ["uq.upper"]`, `refers to plugin "uq", which is not configured (did you mean "up"?`},
+	}
+	for i, c := range cases {
+		path := filepath.Join(dir, fmt.Sprintf("c%d.toml", i))
+		os.WriteFile(path, []byte("[plugins.up]\ndriver = \"upper\"\n\n[[pipeline]]\nname = \"p\"\n"+c.pipeline+"\n"), 0o644)
+		var out, errb bytes.Buffer
+		if code := execute([]string{"validate", "-c", path}, &out, &errb); code != 1 {
+			t.Fatalf("case %d: validate exit %d, want 1\n%s%s", i, code, out.String(), errb.String())
+		}
+		if !strings.Contains(errb.String(), c.want) {
+			t.Errorf("case %d: validate said:\n%s\nwant it to say: %s", i, errb.String(), c.want)
+		}
+	}
+}
