@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -72,6 +73,7 @@ func (pl *Pipeline) defaults() {
 type batch struct {
 	items   [][]byte
 	rejects []rejected // items the stage failed, handled in order by its collector
+	err     error      // the stage cannot go on (its function is gone): the run ends
 }
 
 // rejected is an item a function failed for good (after any retries).
@@ -280,6 +282,9 @@ func (rc *runCtx) function(work context.Context, i int, p *Plugin, in <-chan bat
 		case <-work.Done():
 			return nil
 		}
+		if b.err != nil {
+			return b.err
+		}
 		// Failed items are dead-lettered or dropped here, in source order.
 		for _, r := range b.rejects {
 			rc.reject(work, i, r.item, r.err)
@@ -305,9 +310,9 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 	st := rc.stats.stages[i+1]
 	st.in.Add(uint64(len(b.items)))
 	st.pIn.Add(float64(len(b.items)))
-	res := rc.callAll(ctx, p, ref, b.items)
+	res, err := rc.callAll(ctx, p, ref, b.items)
 	if res == nil {
-		return batch{}
+		return batch{err: err}
 	}
 	// kept[j] is item j's output; a failed item keeps its input and its
 	// slot, so a successful retry goes back to its place in the order.
@@ -338,9 +343,9 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 			}
 			st.retry.Add(uint64(len(failed)))
 			st.pRetry.Add(float64(len(failed)))
-			res := rc.callAll(ctx, p, ref, again)
+			res, err := rc.callAll(ctx, p, ref, again)
 			if res == nil {
-				return batch{}
+				return batch{err: err}
 			}
 			still := failed[:0]
 			for k, j := range failed {
@@ -375,22 +380,26 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 
 // callAll calls the batch until it is answered: a crash, a restart or a
 // failed plugin is waited out (at-least-once for a batch that died with
-// its generation). nil once ctx ends.
-func (rc *runCtx) callAll(ctx context.Context, p *Plugin, ref Ref, items [][]byte) []Result {
+// its generation). nil, nil once ctx ends; an error when the function or
+// its plugin is gone for good (the run ends; the host retries it).
+func (rc *runCtx) callAll(ctx context.Context, p *Plugin, ref Ref, items [][]byte) ([]Result, error) {
 	delay := rc.s.opts.BackoffMin
 	for {
 		res, err := p.CallBatch(ctx, ref.Symbol, items)
 		if err == nil {
-			return res
+			return res, nil
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil, nil
+		}
+		if errors.Is(err, ErrUnknownSymbol) || errors.Is(err, ErrStopped) {
+			return nil, fmt.Errorf("pipeline %s: %s: %w", rc.pl.Name, ref, err)
 		}
 		rc.stats.setState("", fmt.Errorf("%s: %w (sending the batch again)", ref, err))
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return nil
+			return nil, nil
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
