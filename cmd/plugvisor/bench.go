@@ -32,7 +32,11 @@ func benchCmd() *cobra.Command {
 returns IncrCounter of its input), starts it under a supervisor in a temp
 dir and prints a table: call round trip p50/p99, pipelined calls/s with 64
 in flight, swap pause p50/p99 under a steady call load, and the host's
-memory. Absolute numbers drift between machines and runs: compare them
+memory; then pipelines (run from the repository root: it builds
+examples/counter, transform and filesink): items/s for source → sink,
+source → function → sink and source → 3 functions → sink into a
+discarding sink, and the output stall of a pipeline whose function plugin
+is swapped at full speed. Absolute numbers drift between machines and runs: compare them
 with ipcbench run beside it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
