@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -17,8 +18,8 @@ import (
 // counter example with interval 0s, transform.double, a discarding
 // sink), and the pause a pipeline sees while its function plugin is
 // swapped at full speed.
-func benchPipelines(ctx context.Context, out io.Writer, dir string, swaps int) error {
-	root, err := filepath.Abs(".")
+func benchPipelines(ctx context.Context, out io.Writer, dir, pluginPkg string, swaps int, window time.Duration) error {
+	root, err := moduleRoot(pluginPkg)
 	if err != nil {
 		return err
 	}
@@ -33,7 +34,7 @@ func benchPipelines(ctx context.Context, out io.Writer, dir string, swaps int) e
 		pkg := filepath.Join(root, "examples", name)
 		res, err := compiler.Build(ctx, name, pkg, compiler.Options{BinDir: filepath.Join(dir, "bin")})
 		if err != nil {
-			return fmt.Errorf("build %s (run bench from the repository root): %w", pkg, err)
+			return fmt.Errorf("build %s for the pipeline rows: %w", pkg, err)
 		}
 		if _, err := sup.Add(name, supervisor.Spec{Kind: "source", Driver: pkg, Path: res.Binary, Build: res.ID, Config: cfg}); err != nil {
 			return err
@@ -45,7 +46,7 @@ func benchPipelines(ctx context.Context, out io.Writer, dir string, swaps int) e
 	rates := make([]float64, 3)
 	for i, fns := range [][]supervisor.Ref{nil, {fn}, {fn, fn, fn}} {
 		pl := supervisor.Pipeline{Name: fmt.Sprintf("bench%d", i), Source: src, Functions: fns, Sink: sink}
-		if rates[i], err = pipelineRate(ctx, sup, pl); err != nil {
+		if rates[i], err = pipelineRate(ctx, sup, pl, window); err != nil {
 			return err
 		}
 	}
@@ -63,7 +64,7 @@ func benchPipelines(ctx context.Context, out io.Writer, dir string, swaps int) e
 }
 
 // pipelineRate runs pl, lets it warm up and returns its items/s.
-func pipelineRate(ctx context.Context, sup *supervisor.Supervisor, pl supervisor.Pipeline) (float64, error) {
+func pipelineRate(ctx context.Context, sup *supervisor.Supervisor, pl supervisor.Pipeline, window time.Duration) (float64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- sup.RunPipeline(ctx, pl) }()
@@ -78,7 +79,7 @@ func pipelineRate(ctx context.Context, sup *supervisor.Supervisor, pl supervisor
 		time.Sleep(10 * time.Millisecond)
 	}
 	n0, t0 := outNow(), time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(window)
 	rate := float64(outNow()-n0) / time.Since(t0).Seconds()
 	if err := stop(); err != nil {
 		return 0, err
@@ -149,4 +150,17 @@ func pipelineSwapPause(ctx context.Context, sup *supervisor.Supervisor, pl super
 		return 0, 0, err
 	}
 	return pct(stalls, 0.99), pct(pauses, 0.99), nil
+}
+
+// moduleRoot is the folder of the go.mod above dir: the examples the
+// pipeline rows build are in the module the benchmarked plugin is in.
+func moduleRoot(dir string) (string, error) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s: the pipeline rows build the module's examples", dir)
+		}
+	}
 }

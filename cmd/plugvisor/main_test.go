@@ -493,11 +493,12 @@ func TestBenchCommand(t *testing.T) {
 		t.Skip("builds and runs a plugin")
 	}
 	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
-	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3")
+	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3", "--window", "100ms")
 	if code != 0 {
 		t.Fatalf("bench: %d\n%s%s", code, out, errOut)
 	}
-	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS"} {
+	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS",
+		"pipeline source → sink", "pipeline source → function → sink", "pipeline source → 3 functions → sink", "pipeline output stall p99"} {
 		if !strings.Contains(out, row) {
 			t.Errorf("bench output lacks %q:\n%s", row, out)
 		}
