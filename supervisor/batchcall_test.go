@@ -82,3 +82,30 @@ func TestCallBatch(t *testing.T) {
 		t.Fatalf("counter = %s, want %d: an input was lost or counted twice across the swaps", got, workers*batches*size)
 	}
 }
+
+// A checkpoint waits for the calls in flight (and holds new ones until
+// the plugin answered it), so the function state it saves covers exactly
+// the calls answered.
+func TestCheckpointWaitsForCallsInFlight(t *testing.T) {
+	sup := newSup(t)
+	p, _ := sup.Add("clicks", helperSpec("plugin"))
+	call(t, p, "count", `"k"`)
+	slow := make(chan error, 1)
+	go func() {
+		_, err := p.Call(ctxT(t, 20*time.Second), "sleep", []byte("300"))
+		slow <- err
+	}()
+	waitFor(t, "the slow call to start", 5*time.Second, func() bool { return p.Status().InFlight == 1 })
+	if err := p.Checkpoint(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-slow:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("the checkpoint was taken while a call was in flight")
+	}
+	call(t, p, "count", `"k"`) // calls resume after it
+}
