@@ -31,21 +31,24 @@ func (s *server) dispatchBatch(c *transport.Conn, f transport.Frame) {
 		return
 	}
 	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s)}
-	var panicErr error
-	for i, in := range inputs {
-		if panicErr != nil {
-			items[i] = transport.BatchItem{Status: transport.ItemError, Data: []byte("not run: an earlier input of its batch panicked")}
-			continue
+	// One recover for the batch, not one per input: a panic at input i
+	// marks it, and the inputs after it are not run.
+	var at int
+	_, panicErr, panicked := protect(func() ([]byte, error) {
+		for ; at < len(inputs); at++ {
+			out, err := fn.call(ctx, inputs[at])
+			if err != nil {
+				items[at] = transport.BatchItem{Status: transport.ItemError, Data: []byte(err.Error())}
+			} else {
+				items[at] = transport.BatchItem{Status: transport.ItemOK, Data: out}
+			}
 		}
-		out, err, panicked := protect(func() ([]byte, error) { return fn.call(ctx, in) })
-		switch {
-		case panicked:
-			panicErr = err
-			items[i] = transport.BatchItem{Status: transport.ItemPanic, Data: []byte(err.Error())}
-		case err != nil:
-			items[i] = transport.BatchItem{Status: transport.ItemError, Data: []byte(err.Error())}
-		default:
-			items[i] = transport.BatchItem{Status: transport.ItemOK, Data: out}
+		return nil, nil
+	})
+	if panicked {
+		items[at] = transport.BatchItem{Status: transport.ItemPanic, Data: []byte(panicErr.Error())}
+		for j := at + 1; j < len(inputs); j++ {
+			items[j] = transport.BatchItem{Status: transport.ItemError, Data: []byte("not run: an earlier input of its batch panicked")}
 		}
 	}
 	s.sendBatch(c, f.ID, items, name)

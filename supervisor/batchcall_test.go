@@ -3,6 +3,7 @@ package supervisor_test
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,6 +82,21 @@ func TestCallBatch(t *testing.T) {
 	if got := call(t, p, "get", `"k"`); got != strconv.Itoa(workers*batches*size) {
 		t.Fatalf("counter = %s, want %d: an input was lost or counted twice across the swaps", got, workers*batches*size)
 	}
+
+	// A panic answers its input as a panic and the rest "not run", then
+	// the process ends (the answer may or may not beat the exit, as for a
+	// single call) and is restarted.
+	res, err = p.CallBatch(ctx, "panic", [][]byte{nil, nil})
+	var ce *supervisor.CallError
+	switch {
+	case err != nil:
+		if !errors.Is(err, supervisor.ErrCrashed) || !strings.Contains(err.Error(), "boom") {
+			t.Fatalf("panicking batch: %v", err)
+		}
+	case !errors.As(res[0].Err, &ce) || !ce.Panic || !errors.As(res[1].Err, &ce) || ce.Msg != "not run: an earlier input of its batch panicked":
+		t.Fatalf("panicking batch: %+v", res)
+	}
+	waitFor(t, "the restart after the panic", 20*time.Second, func() bool { return p.Status().Restarts == 1 && p.Status().State == supervisor.StateRunning })
 }
 
 // A checkpoint waits for the calls in flight (and holds new ones until
