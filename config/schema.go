@@ -557,6 +557,12 @@ func (p *parser) pipelines(path []string, v any, cfg *Config) {
 		if pl.OnError == "dead_letter" && pl.DeadLetter == "" && len(p.errs) == n {
 			p.errorf(ep, "on_error = \"dead_letter\" needs dead_letter = \"plugin.sink\" naming the sink that receives the failed items")
 		}
+		if pl.DeadLetter != "" && (pl.OnError == "" || pl.OnError == "drop") && len(p.errs) == n {
+			p.errorf(ep, "dead_letter is set but on_error drops failed items — set on_error = \"dead_letter\" (or \"retry\", which dead-letters what still fails)")
+		}
+		if pl.Retries != 0 && pl.OnError != "retry" && len(p.errs) == n {
+			p.errorf(ep, "retries only applies with on_error = \"retry\"")
+		}
 		if _, ok := t["sink"]; !ok && len(pl.Functions) == 0 && len(p.errs) == n {
 			p.errorf(ep, "a pipeline needs a sink or at least one function — add sink = \"plugin.symbol\"")
 		}

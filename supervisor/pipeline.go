@@ -99,6 +99,14 @@ type runCtx struct {
 // is read no further and the items in flight are finished (bounded by
 // the supervisor's DrainTimeout).
 func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) (err error) {
+	switch {
+	case pl.onError() != OnErrorDrop && pl.onError() != OnErrorRetry && pl.onError() != OnErrorDeadLetter:
+		return fmt.Errorf("pipeline %s: on_error %q: want %q, %q or %q", pl.Name, pl.OnError, OnErrorDrop, OnErrorRetry, OnErrorDeadLetter)
+	case pl.onError() == OnErrorDeadLetter && pl.DeadLetter.Plugin == "":
+		return fmt.Errorf("pipeline %s: on_error %q needs a DeadLetter sink", pl.Name, OnErrorDeadLetter)
+	case pl.onError() == OnErrorDrop && pl.DeadLetter.Plugin != "":
+		return fmt.Errorf("pipeline %s: a DeadLetter sink is set but on_error %q drops failed items", pl.Name, OnErrorDrop)
+	}
 	pl.defaults()
 	// A batch must fit a frame, with room for the function's answer.
 	pl.BatchBytes = min(pl.BatchBytes, s.opts.MaxFrame/4)
