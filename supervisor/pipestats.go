@@ -28,6 +28,7 @@ type StageStatus struct {
 	Dropped      uint64 `json:"dropped"`
 	DeadLettered uint64 `json:"dead_lettered"`
 	Retried      uint64 `json:"retried"`
+	InFlight     int64  `json:"in_flight"` // taken in, not yet passed on or rejected
 }
 
 // PipelineStatus is a pipeline as GET /pipelines shows it.
@@ -94,6 +95,7 @@ func (ps *pipeStats) status() PipelineStatus {
 	for _, s := range ps.stages {
 		ss := StageStatus{Stage: s.name, Ref: s.ref, In: s.in.Load(), Out: s.out.Load(), Dropped: s.dropped.Load(),
 			DeadLettered: s.deadLettered.Load(), Retried: s.retry.Load()}
+		ss.InFlight = max(0, int64(ss.In)-int64(ss.Out)-int64(ss.Dropped)-int64(ss.DeadLettered))
 		st.Dropped += ss.Dropped
 		st.DeadLettered += ss.DeadLettered
 		st.Stages = append(st.Stages, ss)
