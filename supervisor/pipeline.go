@@ -196,7 +196,7 @@ func (s *Supervisor) openSink(ctx context.Context, ref Ref, name string) (*SinkW
 	if err != nil {
 		return nil, err
 	}
-	w, err := p.OpenSink(ctx, ref.Symbol, name, 0)
+	w, err := p.OpenSink(ctx, ref.Symbol, name, sinkWindow)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", ref, err)
 	}
@@ -465,3 +465,8 @@ func (rc *runCtx) write(work context.Context, w *SinkWriter, in <-chan batch) er
 	}
 	return nil
 }
+
+// sinkWindow bounds a pipeline sink's unacknowledged items: the sink
+// acknowledges once per message it received, so the window must cover
+// the items that flow during an acknowledgement's round trip.
+const sinkWindow = 4096
