@@ -107,6 +107,7 @@ func NewServer(b Backend, log *zerolog.Logger, opts ...Option) http.Handler {
 	mux.HandleFunc("GET /symbols", s.symbols)
 	mux.HandleFunc("POST /functions/{plugin}/{function}", s.call)
 	mux.HandleFunc("GET /events", s.events)
+	s.pipelineRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
 	s.probes(mux) // /livez, /readyz, /healthz: probes.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
