@@ -15,6 +15,7 @@ require (
 	go.nanomsg.org/mangos/v3 v3.4.2
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sys v0.49.0
+	go.yaml.in/yaml/v3 v3.0.5
 )
 
 require (

@@ -107,10 +107,9 @@ func NewServer(b Backend, log *zerolog.Logger, opts ...Option) http.Handler {
 	mux.HandleFunc("GET /symbols", s.symbols)
 	mux.HandleFunc("POST /functions/{plugin}/{function}", s.call)
 	mux.HandleFunc("GET /events", s.events)
+	s.pipelineRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	s.probes(mux) // /livez, /readyz, /healthz: probes.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
 			notFound(w, r, mux)
@@ -132,7 +131,7 @@ func notFound(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
 	if code == 0 || code < 400 {
 		code = http.StatusNotFound
 	}
-	msg := fmt.Sprintf("no endpoint %s %s (see GET /plugins, /symbols, /events, /metrics, /healthz)", r.Method, r.URL.Path)
+	msg := fmt.Sprintf("no endpoint %s %s (see GET /plugins, /symbols, /events, /metrics, /healthz, /livez, /readyz)", r.Method, r.URL.Path)
 	if code == http.StatusMethodNotAllowed {
 		msg = fmt.Sprintf("%s %s is not allowed; allowed: %s", r.Method, r.URL.Path, rec.h.Get("Allow"))
 	}

@@ -98,6 +98,10 @@ type Supervisor struct {
 	// EnvInherit names host variables every plugin gets beyond the minimal
 	// set (PATH, HOME, …; see docs/DESIGN.md); default none.
 	EnvInherit []string
+	// Production (docs/deploy.md).
+	ConfigCheck     Duration // config_check: how often the config file's content hash is compared, a backstop for missed events (ConfigMap swaps); 0 = never; default 10s
+	ShutdownTimeout Duration // shutdown_timeout: bound on a clean stop after SIGTERM (drain, checkpoint, stop plugins); default 30s
+	APITokenFile    string   // api_token_file: read the API token from this file (a mounted Secret) instead of <state_dir>/api.token; "" = default
 }
 
 // Limits of the [supervisor] integers.
@@ -146,6 +150,8 @@ func DefaultSupervisor() Supervisor {
 		LogBytesPerSec:     1 << 20,
 		LogLinesPerSec:     1000,
 		LogLineMax:         4096,
+		ConfigCheck:        d(10 * time.Second),
+		ShutdownTimeout:    d(30 * time.Second),
 	}
 }
 
@@ -167,6 +173,7 @@ type Plugin struct {
 	// EnvInherit names host variables this plugin gets beyond the minimal
 	// set; nil takes [supervisor] env_inherit, empty passes none.
 	EnvInherit []string
+	Optional   bool // required = false: /readyz does not wait for this plugin
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -196,6 +203,14 @@ type Pipeline struct {
 	Source    string
 	Functions []string
 	Sink      string // "" when the pipeline ends with its last function
+
+	// Error policy for items a function fails (see supervisor.Pipeline):
+	// OnError is "" (= drop), "drop", "retry" or "dead_letter"; DeadLetter
+	// names the "plugin.sink" that receives {pipeline, stage, item, error}
+	// (needed by dead_letter, optional with retry); Retries bounds retry (0 = 3).
+	OnError    string
+	DeadLetter string
+	Retries    int
 }
 
 // SplitRef splits a "plugin.symbol" reference (already validated by Parse).
@@ -245,6 +260,12 @@ func Load(path string, builtins Registry) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	return LoadData(path, data, builtins)
+}
+
+// LoadData is Load of data already read from path (so a caller can hash
+// exactly the bytes it applies).
+func LoadData(path string, data []byte, builtins Registry) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -344,6 +365,7 @@ func Diff(old, new *Config) Changes {
 }
 
 func pluginChanged(a, b *Plugin) bool {
+	// Optional is not compared: it only changes what /readyz waits for.
 	return a.Driver != b.Driver || a.Checksum != b.Checksum || a.Update != b.Update ||
 		!reflect.DeepEqual(a.Resolved, b.Resolved) ||
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
@@ -399,4 +421,13 @@ func joinErrors(errs []*Error) error {
 		all[i] = e
 	}
 	return errors.Join(all...)
+}
+
+// TokenFile is where the API token lives: api_token_file when set (a
+// mounted Kubernetes Secret, read only), else <state_dir>/api.token.
+func (s Supervisor) TokenFile() string {
+	if s.APITokenFile != "" {
+		return s.APITokenFile
+	}
+	return filepath.Join(s.StateDir, "api.token")
 }

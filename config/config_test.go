@@ -133,9 +133,13 @@ log_bytes_per_sec = 2048
 log_lines_per_sec = 20
 log_line_max = 100
 env_inherit = ["AWS_PROFILE"]
+config_check = "0s"
+shutdown_timeout = "11s"
+api_token_file = "secrets/token"
 
 [plugins.counter]
 driver = "./examples/counter"
+required = false
 env = { GOGC = "off" }
 [plugins.counter.config]
 interval = "10ms"
@@ -178,9 +182,13 @@ sink = "mysql.append"
 		APITLSKey: "/etc/pv/key.pem", APIClientCA: filepath.Join(f.dir, "tls", "ca.pem"), APIMaxConns: 64, CallTimeout: sec(11),
 		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
 		LogBytesPerSec: 2048, LogLinesPerSec: 20, LogLineMax: 100, EnvInherit: []string{"AWS_PROFILE"},
+		ConfigCheck: ms(0), ShutdownTimeout: sec(11), APITokenFile: filepath.Join(f.dir, "secrets", "token"),
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)
+	}
+	if s.TokenFile() != want.APITokenFile || !cfg.Plugins["counter"].Optional || cfg.Plugins["mysql"].Optional {
+		t.Errorf("token file %s, counter optional %v, mysql optional %v", s.TokenFile(), cfg.Plugins["counter"].Optional, cfg.Plugins["mysql"].Optional)
 	}
 	c := cfg.Plugins["counter"]
 	if c.Resolved.Kind != KindSource || c.Resolved.Path != f.src || c.Env["GOGC"] != "off" ||
@@ -290,6 +298,9 @@ func TestBadValues(t *testing.T) {
 		{"call_timeout zero", "[supervisor]\ncall_timeout = \"0s\"\n", 2, "supervisor.call_timeout", []string{"positive"}},
 		{"max_wait < debounce", "[supervisor]\ndebounce = \"3s\"\n", 1, "supervisor.max_wait", []string{"shorter than debounce"}},
 		{"heartbeat", "[supervisor]\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"1s\"\n", 3, "supervisor.heartbeat_timeout", []string{"longer than heartbeat_interval"}},
+		{"shutdown_timeout < stop_grace", "[supervisor]\nstop_grace = \"5s\"\nshutdown_timeout = \"2s\"\n", 3, "supervisor.shutdown_timeout", []string{"shorter than stop_grace"}},
+		{"api_token_file empty", "[supervisor]\napi_token_file = \"\"\n", 2, "supervisor.api_token_file", []string{"Secret"}},
+		{"required type", "[plugins.a]\ndriver = \"upper\"\nrequired = \"no\"\n", 3, "plugins.a.required", []string{"true or false", "/readyz"}},
 		{"supervisor not table", "supervisor = 1\n", 1, "supervisor", []string{"want a table"}},
 		{"bad plugin name", "[plugins.\"my plugin\"]\ndriver = \"upper\"\n", 1, `plugins."my plugin"`, []string{"not a valid plugin name"}},
 		{"no driver", "[plugins.a]\nenv = {}\n", 1, "plugins.a", []string{"driver is missing", "go-getter URL"}},
@@ -630,4 +641,28 @@ func FuzzLocateKeys(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPipelineErrorPolicyKeys(t *testing.T) {
+	f := newFixture(t)
+	head := "[plugins.c]\ndriver = \"upper\"\n\n[[pipeline]]\nname = \"p\"\nsource = \"c.ticks\"\nsink = \"c.out\"\n"
+	cfg, err := Parse([]byte(head+"on_error = \"retry\"\nretries = 5\ndead_letter = \"c.errors\"\n"), f.dir, f.builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := cfg.Pipelines[0]; pl.OnError != "retry" || pl.Retries != 5 || pl.DeadLetter != "c.errors" {
+		t.Fatalf("pipeline = %+v", pl)
+	}
+	for _, c := range []struct{ src, want string }{
+		{"on_error = \"ignore\"\n", `"ignore" is not an error policy`},
+		{"on_error = \"dead_letter\"\n", `needs dead_letter = "plugin.sink"`},
+		{"dead_letter = \"c.errors\"\n", "dead_letter is set but on_error drops failed items"},
+		{"retries = 2\n", `retries only applies with on_error = "retry"`},
+		{"on_error = \"retry\"\nretries = 0\n", "out of range"},
+		{"on_error = \"dead_letter\"\ndead_letter = \"d.errors\"\n", `plugin "d", which is not configured`},
+	} {
+		if _, err := Parse([]byte(head+c.src), f.dir, f.builtins); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want it to say %s", c.src, err, c.want)
+		}
+	}
 }

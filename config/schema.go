@@ -24,10 +24,11 @@ var (
 		"max_frame", "keep_builds", "log_lines",
 		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
 		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
-		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit"}
+		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit",
+		"config_check", "shutdown_timeout", "api_token_file"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
-	pipelineKeys = []string{"name", "source", "functions", "sink"}
+	pipelineKeys = []string{"name", "source", "functions", "sink", "on_error", "dead_letter", "retries"}
 
 	checksumRe = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
 	envKeyRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -378,6 +379,18 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			if names, ok := p.envNames(kp, v); ok {
 				s.EnvInherit = names
 			}
+		case "config_check":
+			p.duration(kp, v, &s.ConfigCheck, true)
+		case "shutdown_timeout":
+			p.duration(kp, v, &s.ShutdownTimeout, false)
+		case "api_token_file":
+			if str, ok := p.str(kp, v); ok {
+				if str == "" {
+					p.errorf(kp, "want a file path (a mounted Secret), or leave the key out for <state_dir>/api.token")
+				} else {
+					s.APITokenFile = str
+				}
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -397,6 +410,14 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 	}
 	if s.APIClientCA != "" && s.APITLSCert == "" {
 		p.errorf(child(path, "api_client_ca"), "client certificates need TLS — set api_tls_cert and api_tls_key too")
+	}
+	if s.ShutdownTimeout.Duration < s.StopGrace.Duration {
+		p.errorf(child(path, "shutdown_timeout"), "%v is shorter than stop_grace (%v) — a clean stop gives every plugin its grace", s.ShutdownTimeout, s.StopGrace)
+	}
+	if s.APITokenFile != "" {
+		if abs, err := expandPath(s.APITokenFile, base); err == nil {
+			s.APITokenFile = abs
+		}
 	}
 	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir, &s.APITLSCert, &s.APITLSKey, &s.APIClientCA} {
 		if *d == "" {
@@ -496,6 +517,12 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 		case "env_inherit":
 			if names, ok := p.envNames(kp, v); ok {
 				pl.EnvInherit = names
+			}
+		case "required":
+			if b, ok := v.(bool); ok {
+				pl.Optional = !b
+			} else {
+				p.errorf(kp, "want true or false (false: /readyz does not wait for this plugin), got %s", tomlType(v))
 			}
 		default:
 			p.unknown(kp, pluginKeys)
@@ -618,6 +645,21 @@ func (p *parser) pipelines(path []string, v any, cfg *Config) {
 					}
 					pl.Functions = l
 				}
+			case "on_error":
+				if s, ok := p.str(kp, v); ok {
+					switch s {
+					case "drop", "retry", "dead_letter":
+						pl.OnError = s
+					default:
+						p.errorf(kp, "%q is not an error policy — write \"drop\" (the default), \"retry\" or \"dead_letter\"", s)
+					}
+				}
+			case "dead_letter":
+				if s, ok := p.str(kp, v); ok && p.ref(kp, s, cfg) {
+					pl.DeadLetter = s
+				}
+			case "retries":
+				p.integer(kp, v, &pl.Retries, 1, 100, "retries")
 			default:
 				p.unknown(kp, pipelineKeys)
 			}
@@ -627,6 +669,15 @@ func (p *parser) pipelines(path []string, v any, cfg *Config) {
 		}
 		if _, ok := t["source"]; !ok {
 			p.errorf(ep, "source is missing — write source = \"plugin.symbol\"")
+		}
+		if pl.OnError == "dead_letter" && pl.DeadLetter == "" && len(p.errs) == n {
+			p.errorf(ep, "on_error = \"dead_letter\" needs dead_letter = \"plugin.sink\" naming the sink that receives the failed items")
+		}
+		if pl.DeadLetter != "" && (pl.OnError == "" || pl.OnError == "drop") && len(p.errs) == n {
+			p.errorf(ep, "dead_letter is set but on_error drops failed items — set on_error = \"dead_letter\" (or \"retry\", which dead-letters what still fails)")
+		}
+		if pl.Retries != 0 && pl.OnError != "retry" && len(p.errs) == n {
+			p.errorf(ep, "retries only applies with on_error = \"retry\"")
 		}
 		if _, ok := t["sink"]; !ok && len(pl.Functions) == 0 && len(p.errs) == n {
 			p.errorf(ep, "a pipeline needs a sink or at least one function — add sink = \"plugin.symbol\"")
@@ -646,6 +697,9 @@ func (p *parser) ref(path []string, s string, cfg *Config) bool {
 		known := "none is configured"
 		if len(cfg.Plugins) > 0 {
 			known = "configured: " + strings.Join(slices.Sorted(maps.Keys(cfg.Plugins)), ", ")
+		}
+		if near := closest(plugin, slices.Sorted(maps.Keys(cfg.Plugins))); near != "" {
+			known = fmt.Sprintf("did you mean %q? %s", near, known)
 		}
 		p.errorf(path, "%q refers to plugin %q, which is not configured (%s) — add [plugins.%s] or fix the name", s, plugin, known, plugin)
 		return false

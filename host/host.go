@@ -28,7 +28,6 @@ import (
 	"github.com/plugvisor/plugvisor/compiler"
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
-	"github.com/plugvisor/plugvisor/watcher"
 )
 
 // Options tune a Host.
@@ -63,6 +62,7 @@ type Host struct {
 	applyMu  sync.Mutex // serialises Apply (config file watch and API)
 	workerWG sync.WaitGroup
 	pipes    pipelines
+	cfgw     configWatch // configwatch.go
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -206,6 +206,11 @@ func (h *Host) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	cfgWatch.Wait()
+	// A clean stop: sources stop and what they emitted reaches the sinks
+	// before the plugins are checkpointed and stopped.
+	dctx, dcancel := context.WithTimeout(context.Background(), cfg.Supervisor.DrainTimeout.Duration)
+	h.pipes.drain(dctx)
+	dcancel()
 	h.pipes.stop()
 	h.mu.Lock()
 	ws := make([]*worker, 0, len(h.workers))
@@ -307,6 +312,19 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	runCtx := h.runCtx
 	h.mu.Unlock()
 	ch := config.Diff(old, cfg)
+	if runCtx != nil {
+		// A pipeline naming a symbol a serving plugin lacks is refused with
+		// the whole edit (plugins this edit changes are checked once up).
+		skip := map[string]bool{}
+		for _, n := range append(append(ch.Added, ch.Changed...), ch.Removed...) {
+			skip[n] = true
+		}
+		if err := CheckPipelines(cfg.Pipelines, h.knownSymbols(skip)); err != nil {
+			err = fmt.Errorf("config edit refused, nothing changed: %w", err)
+			h.sup.Publish(supervisor.Event{Type: supervisor.EventConfigApplied, Error: err.Error()})
+			return err
+		}
+	}
 	if runCtx == nil {
 		h.mu.Lock()
 		h.cfg = cfg
@@ -597,50 +615,6 @@ func (h *Host) Gatherer() prometheus.Gatherer {
 		return g
 	}
 	return prometheus.DefaultGatherer
-}
-
-// watchConfig re-applies the config file when it changes; an invalid edit
-// is logged and published (config.applied with an error) and changes
-// nothing.
-func (h *Host) watchConfig(ctx context.Context, wg *sync.WaitGroup) error {
-	h.mu.Lock()
-	path, dir := h.cfg.Path, filepath.Dir(h.cfg.Path)
-	s := h.cfg.Supervisor
-	h.mu.Unlock()
-	wt, err := watcher.New(dir, watcher.Options{Debounce: s.Debounce.Duration, MaxWait: s.MaxWait.Duration, Poll: s.Poll,
-		Match: func(p string) bool { return p == path }})
-	if err != nil {
-		return fmt.Errorf("watch config %s: %w", path, err)
-	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := wt.Run(ctx); err != nil {
-			h.log.Warn().Err(err).Str("config", path).Msg("config watch stopped")
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for range wt.Batches() {
-			if ctx.Err() != nil {
-				continue
-			}
-			cfg, err := config.Load(path, h.reg)
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					continue // a rename save in progress; the new file comes next
-				}
-				h.log.Error().Err(err).Msg("config edit not applied")
-				h.sup.Publish(supervisor.Event{Type: supervisor.EventConfigApplied,
-					Error: fmt.Sprintf("%v (nothing changed; fix the file and save again)", err)})
-				continue
-			}
-			if err := h.Apply(ctx, cfg); err != nil {
-				h.log.Error().Err(err).Msg("config applied with errors")
-			}
-		}
-	}()
-	return nil
 }
 
 func nonNil(s []string) []string {

@@ -24,6 +24,8 @@ type runningPipeline struct {
 	spec   config.Pipeline
 	cancel context.CancelFunc
 	done   chan struct{}
+	health pipelineHealth // for /readyz: health.go
+	drain  chan struct{}  // closed: end cleanly (stop the source, deliver the rest)
 }
 
 func toSupervisor(p config.Pipeline) supervisor.Pipeline {
@@ -31,7 +33,10 @@ func toSupervisor(p config.Pipeline) supervisor.Pipeline {
 		pl, sym := config.SplitRef(s)
 		return supervisor.Ref{Plugin: pl, Symbol: sym}
 	}
-	out := supervisor.Pipeline{Name: p.Name, Source: ref(p.Source)}
+	out := supervisor.Pipeline{Name: p.Name, Source: ref(p.Source), OnError: p.OnError, Retries: p.Retries}
+	if p.DeadLetter != "" {
+		out.DeadLetter = ref(p.DeadLetter)
+	}
 	for _, f := range p.Functions {
 		out.Functions = append(out.Functions, ref(f))
 	}
@@ -57,20 +62,25 @@ func (ps *pipelines) sync(ctx context.Context, h *Host, want []config.Pipeline) 
 			r.cancel()
 			<-r.done
 			delete(ps.running, name)
+			if !ok {
+				h.sup.ForgetPipeline(name)
+			}
 		}
 	}
 	for _, p := range want {
 		if _, ok := ps.running[p.Name]; ok {
 			continue
 		}
-		pctx, cancel := context.WithCancel(ctx)
-		r := &runningPipeline{spec: p, cancel: cancel, done: make(chan struct{})}
+		// Not cancelled with ctx: a clean stop drains first (drain), then
+		// stop cancels.
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r := &runningPipeline{spec: p, cancel: cancel, done: make(chan struct{}), drain: make(chan struct{})}
 		ps.running[p.Name] = r
 		ps.wg.Add(1)
 		go func() {
 			defer ps.wg.Done()
 			defer close(r.done)
-			h.runPipeline(pctx, p)
+			h.runPipeline(pctx, p, r)
 		}()
 	}
 }
@@ -88,21 +98,32 @@ func (ps *pipelines) stop() {
 
 // runPipeline keeps one pipeline running: until its plugins exist (their
 // first build may still run) and again after an error, it retries.
-func (h *Host) runPipeline(ctx context.Context, p config.Pipeline) {
+func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, r *runningPipeline) {
 	delay := 100 * time.Millisecond
+	sp := toSupervisor(p)
+	sp.Drain = r.drain
 	for {
-		err := h.sup.RunPipeline(ctx, toSupervisor(p))
-		if ctx.Err() != nil {
+		r.health.set(true, nil)
+		err := h.sup.RunPipeline(ctx, sp)
+		r.health.set(false, err)
+		if ctx.Err() != nil || isClosed(r.drain) {
 			return
 		}
 		if errors.Is(err, supervisor.ErrUnknownPlugin) {
 			// Its plugins are still being built: not worth a warning.
 			h.log.Debug().Err(err).Str("pipeline", p.Name).Msg("pipeline waits for its plugins")
+		} else if cerr := CheckPipelines([]config.Pipeline{p}, h.knownSymbols(nil)); cerr != nil {
+			// Its plugin is up and lacks the symbol: say which and what is
+			// near; a new build may add it, so keep trying, slowly.
+			h.log.Error().Err(cerr).Str("pipeline", p.Name).Msg("pipeline cannot run")
+			delay = 5 * time.Second
 		} else if err != nil {
 			h.log.Warn().Err(err).Str("pipeline", p.Name).Dur("retry_in", delay).Msg("pipeline stopped")
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-r.drain:
 			return
 		case <-time.After(delay):
 		}

@@ -36,6 +36,11 @@ const (
 	// phaseRetiring: swap steps 6 and 7 — N+1 serves, handles pass to it,
 	// N is shut down.
 	phaseRetiring phase = "retiring"
+	// phaseCheckpointing: a periodic or asked-for checkpoint holds new
+	// calls and waits for those in flight until the plugin answered the
+	// snapshot, so the state saved covers exactly the calls answered.
+	// Handles wait.
+	phaseCheckpointing phase = "checkpointing"
 	// phaseBackoff: nothing serves after a crash or a failed start; a start
 	// is due when the backoff delay ends. Handles wait.
 	phaseBackoff phase = "backoff"
@@ -54,8 +59,10 @@ var next = map[phase][]phase{
 	// a start serves, fails and backs off, fails for the last time, or
 	// is cut short by a stop
 	phaseStarting: {phaseServing, phaseBackoff, phaseFailed, phaseStopped},
-	// a swap pauses the handles, the generation crashes, or a stop
-	phaseServing: {phasePaused, phaseBackoff, phaseStopped},
+	// a swap pauses the handles, a checkpoint holds them, the generation
+	// crashes, or a stop
+	phaseServing:       {phasePaused, phaseCheckpointing, phaseBackoff, phaseStopped},
+	phaseCheckpointing: {phaseServing},
 	// every exit from a paused swap either goes on or aborts to N serving
 	phasePaused:    {phaseDraining, phaseServing},
 	phaseDraining:  {phaseRestoring, phaseServing},

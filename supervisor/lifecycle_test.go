@@ -333,6 +333,12 @@ func TestLifecyclePhases(t *testing.T) {
 			}
 		}, append(slices.Repeat([]phase{phaseBackoff, phaseStarting}, maxStartFailures-1),
 			phaseFailed, phaseStarting, phaseServing)},
+		{"a checkpoint holds the handles until the snapshot is answered", nil, func(t *testing.T, r *rig) {
+			r.waitPhase(phaseServing)
+			if err := r.p.Checkpoint(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}, []phase{phaseServing, phaseCheckpointing, phaseServing}},
 		{"stop", nil, func(t *testing.T, r *rig) {
 			r.waitPhase(phaseServing)
 			if err := r.s.Remove(context.Background(), "fake"); err != nil {
@@ -475,7 +481,7 @@ func TestSwapPhasesAndAborts(t *testing.T) {
 // out of every phase but stopped, and a way into every phase.
 func TestLifecycleTableIsComplete(t *testing.T) {
 	all := []phase{phaseStarting, phaseServing, phasePaused, phaseDraining, phaseRestoring,
-		phaseRetiring, phaseBackoff, phaseFailed, phaseStopped}
+		phaseRetiring, phaseCheckpointing, phaseBackoff, phaseFailed, phaseStopped}
 	into := map[phase]bool{phaseStarting: true} // the first phase
 	for _, ph := range all {
 		outs, ok := next[ph]

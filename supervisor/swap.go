@@ -139,7 +139,7 @@ func (tx *swapTx) snapshot() error {
 	p, old := tx.p, tx.old
 	if tx.drainErr == nil {
 		t := time.Now()
-		ck, err := p.snapshot(tx.ctx, old, false)
+		ck, err := p.snapshot(tx.ctx, old, false, nil)
 		tx.rep.Phases.SnapshotMS = ms(time.Since(t))
 		if err != nil && !old.isDead() {
 			return err

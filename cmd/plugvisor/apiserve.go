@@ -26,7 +26,13 @@ func listenAPI(stderr io.Writer, cfg *config.Config, addr string, h *host.Host, 
 	if addr == "" { // api = "" means no API: fine for an embedding host, not for the daemon its CLI talks to
 		return nil, nil, fmt.Errorf("[supervisor] api is \"\" (no API), but the daemon serves the API its CLI talks to: set api = %q or pass --api", api.DefaultAddr)
 	}
-	token, err := api.EnsureToken(s.StateDir)
+	var token string
+	var err error
+	if s.APITokenFile != "" { // a mounted Secret: read it, never create it
+		token, err = api.ReadToken(s.APITokenFile)
+	} else {
+		token, err = api.EnsureToken(s.StateDir)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -41,7 +47,7 @@ func listenAPI(stderr io.Writer, cfg *config.Config, addr string, h *host.Host, 
 	}
 	fmt.Fprintf(stderr, "api listening on %s\n", displayURL(url))
 	srv := api.NewServer(backend{h}, log, api.CallTimeout(s.CallTimeout.Duration))
-	return ln, api.Guard(srv, api.Access{Token: token, TokenFile: api.TokenPath(s.StateDir), Hosts: s.APIHosts}), nil
+	return ln, api.Guard(srv, api.Access{Token: token, TokenFile: s.TokenFile(), Hosts: s.APIHosts}), nil
 }
 
 // displayURL keeps the long-standing "host:port" form for plain HTTP.

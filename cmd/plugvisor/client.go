@@ -200,6 +200,9 @@ symbols and last reload. --json prints the API's objects.`,
 				return fmt.Errorf("unexpected answer from %s: %w", c.shown, err)
 			}
 			printStatus(out, list, len(args) == 1)
+			if len(args) == 0 {
+				printPipelines(ctx, c, out)
+			}
 			return nil
 		}),
 	}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -24,6 +23,7 @@ import (
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/host"
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/version"
 )
 
 // backend adapts *host.Host to api.Backend (its Symbol and event types).
@@ -43,7 +43,16 @@ func (b backend) Events(buf int) (<-chan supervisor.Event, func()) {
 	return s.C, s.Close
 }
 
-func (b backend) Gatherer() prometheus.Gatherer { return b.Host.Gatherer() }
+func (b backend) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{b.Host.Gatherer(), buildInfo}
+}
+
+// buildInfo serves plugvisor_build_info beside the host's metrics.
+var buildInfo = func() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(version.Collector())
+	return r
+}()
 
 // newLogger writes to w: a console writer on a terminal, JSON otherwise.
 func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
@@ -84,7 +93,11 @@ func daemonCommands() []*cobra.Command {
 	runCmd := mk("run", "Run the daemon on a config file",
 		`Run builds and starts every plugin of the config, watches their sources,
 binaries and the config file, swaps plugins as they change and serves the
-HTTP API, until SIGINT or SIGTERM stops everything cleanly.
+HTTP API, until SIGINT or SIGTERM stops everything cleanly: pipelines
+drained, every plugin checkpointed and stopped, within [supervisor]
+shutdown_timeout (a second signal exits at once). SIGHUP re-reads the
+config. Under systemd (Type=notify) it reports READY=1, STOPPING=1 and
+watchdog pings itself; see docs/deploy.md.
 
 The API listens on [supervisor] api (default 127.0.0.1:9081) or --api: a
 loopback address, a Unix socket (unix:///path/api.sock) or, with api_tls_cert
@@ -128,8 +141,12 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 	if err != nil {
 		return fmt.Errorf("starting the host: %w", err)
 	}
+	// Signals are caught before "api listening" is printed: whoever reads
+	// that line may stop the daemon at once, and that stop must be clean.
+	sigRun, sigStop := signals(h, &log, cfg.Supervisor.ShutdownTimeout.Duration) // lifecycle.go
 	ln, srv, err := listenAPI(stderr, cfg, f.api, h, &log)
 	if err != nil {
+		sigStop(err)
 		return err
 	}
 
@@ -167,10 +184,16 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 			}
 		}, func(error) { sub.Close(); close(done) })
 	}
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(sigRun, sigStop)
+	{
+		nctx, ncancel := context.WithCancel(ctx)
+		g.Add(func() error { return notifyReady(nctx, h, &log, cfg.Supervisor.StartTimeout.Duration) }, func(error) { ncancel() })
+	}
+	stopReaper := reapAdopted(&log) // PID 1 only: reap_linux.go
 
 	err = g.Run()
-	if errors.Is(err, run.ErrSignal) {
+	stopReaper()
+	if errors.As(err, new(errSignal)) {
 		log.Info().Str("reason", err.Error()).Msg("stopped")
 		return nil
 	}

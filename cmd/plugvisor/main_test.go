@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -112,6 +113,14 @@ type child struct {
 // token, so helpers given only the URL can authenticate.
 var tokens sync.Map
 
+// authDo sends req with the token of the daemon it is addressed to.
+func authDo(req *http.Request) (*http.Response, error) {
+	if tok, ok := tokens.Load("http://" + req.URL.Host); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	return http.DefaultClient.Do(req)
+}
+
 // authGet is http.Get with the token of the daemon at base.
 func authGet(base, path string) (*http.Response, error) {
 	req, err := http.NewRequest("GET", base+path, nil)
@@ -156,8 +165,29 @@ func startDaemonCmd(t *testing.T, cfg string, prefix []string, args ...string) *
 	}
 	argv := append(append(append([]string{}, prefix...), binary), args...)
 	argv = append(argv, "-c", cfgPath)
-	d := &child{cmd: exec.Command(argv[0], argv[1:]...), dir: dir, lines: make(chan string, 100),
-		exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	return startDaemonExec(t, exec.Command(argv[0], argv[1:]...), cfgPath)
+}
+
+// startDaemonConfig runs the daemon on an existing config file, with extra
+// environment variables.
+func startDaemonConfig(t *testing.T, mode, cfgPath string, env ...string) *child {
+	t.Helper()
+	cmd := exec.Command(binary, mode, "-c", cfgPath)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return startDaemonExec(t, cmd, cfgPath)
+}
+
+// startDaemonExec starts cmd, a daemon on the config at cfgPath (possibly
+// behind a wrapper such as unshare), and waits for its API address.
+func startDaemonExec(t *testing.T, cmd *exec.Cmd, cfgPath string) *child {
+	t.Helper()
+	sup, err := config.LoadSupervisor(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &child{cmd: cmd, dir: filepath.Dir(cfgPath), lines: make(chan string, 100), exited: make(chan error, 1), logs: &bytes.Buffer{}}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +235,7 @@ func startDaemonCmd(t *testing.T, cfg string, prefix []string, args ...string) *
 	})
 	select {
 	case d.addr = <-addrc:
-		tok, err := os.ReadFile(filepath.Join(dir, ".plugvisor", "api.token"))
+		tok, err := os.ReadFile(sup.TokenFile())
 		if err != nil {
 			t.Fatalf("the daemon listens but wrote no token: %v", err)
 		}
@@ -555,13 +585,39 @@ func TestBenchCommand(t *testing.T) {
 		t.Skip("builds and runs a plugin")
 	}
 	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
-	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3")
+	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3", "--window", "100ms")
 	if code != 0 {
 		t.Fatalf("bench: %d\n%s%s", code, out, errOut)
 	}
-	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS"} {
+	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS",
+		"pipeline source → sink", "pipeline source → function → sink", "pipeline source → 3 functions → sink", "pipeline output stall p99"} {
 		if !strings.Contains(out, row) {
 			t.Errorf("bench output lacks %q:\n%s", row, out)
+		}
+	}
+}
+
+// Test 4 (validate): a pipeline naming a misspelled symbol, a symbol of
+// the wrong kind or a misspelled plugin is refused with a suggestion.
+func TestValidatePipelineSymbols(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ pipeline, want string }{
+		{`source = "up.upper"
+functions = ["up.lower"]`, `plugin up has no source "upper" (up.upper is a function, and source needs a source)`},
+		{`source = "up.x"
+functions = ["up.uper"]`, `plugin up has no function "uper" — did you mean "up.upper"?; its functions: lower, upper`},
+		{`source = "up.x"
+functions = ["uq.upper"]`, `refers to plugin "uq", which is not configured (did you mean "up"?`},
+	}
+	for i, c := range cases {
+		path := filepath.Join(dir, fmt.Sprintf("c%d.toml", i))
+		os.WriteFile(path, []byte("[plugins.up]\ndriver = \"upper\"\n\n[[pipeline]]\nname = \"p\"\n"+c.pipeline+"\n"), 0o644)
+		var out, errb bytes.Buffer
+		if code := execute([]string{"validate", "-c", path}, &out, &errb); code != 1 {
+			t.Fatalf("case %d: validate exit %d, want 1\n%s%s", i, code, out.String(), errb.String())
+		}
+		if !strings.Contains(errb.String(), c.want) {
+			t.Errorf("case %d: validate said:\n%s\nwant it to say: %s", i, errb.String(), c.want)
 		}
 	}
 }

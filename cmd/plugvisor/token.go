@@ -73,9 +73,9 @@ func newClient(f clientFlags, configSet bool) (*client, error) {
 			return nil, fmt.Errorf("no API token: run the command beside the daemon's config.toml, point at it with -c PATH, or pass --token or PLUGVISOR_TOKEN (the daemon keeps the token in <state_dir>/%s)", api.TokenFile)
 		}
 		var err error
-		if token, err = api.ReadToken(api.TokenPath(sup.StateDir)); err != nil {
+		if token, err = api.ReadToken(sup.TokenFile()); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("no API token at %s: has the daemon of %s started? (or pass --token or PLUGVISOR_TOKEN)", api.TokenPath(sup.StateDir), f.config)
+				return nil, fmt.Errorf("no API token at %s: has the daemon of %s started? (or pass --token or PLUGVISOR_TOKEN)", sup.TokenFile(), f.config)
 			}
 			return nil, err
 		}
