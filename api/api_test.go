@@ -467,7 +467,7 @@ func TestEventsInOrder(t *testing.T) {
 		if err := json.Unmarshal([]byte(data), &got); err != nil {
 			t.Fatalf("event %d data %q: %v", i, data, err)
 		}
-		if typ != w.Type || got.Type != w.Type || got.Generation != w.Generation || got.Plugin != w.Plugin {
+		if supervisor.EventType(typ) != w.Type || got.Type != w.Type || got.Generation != w.Generation || got.Plugin != w.Plugin {
 			t.Fatalf("event %d: %s %s, want %+v", i, typ, data, w)
 		}
 	}
@@ -505,7 +505,7 @@ func TestEventsFilter(t *testing.T) {
 	f.events <- supervisor.Event{Type: supervisor.EventPluginAdded, Plugin: "a"}
 	f.events <- supervisor.Event{Type: supervisor.EventPluginRemoved, Plugin: "b"}
 	typ, data, err := readEvent(bufio.NewReader(resp.Body))
-	if err != nil || typ != supervisor.EventPluginRemoved || !strings.Contains(data, `"plugin":"b"`) {
+	if err != nil || supervisor.EventType(typ) != supervisor.EventPluginRemoved || !strings.Contains(data, `"plugin":"b"`) {
 		t.Fatalf("filtered stream: %s %s %v", typ, data, err)
 	}
 }

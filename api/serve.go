@@ -126,7 +126,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			}
 			data, err := json.Marshal(e)
 			if err != nil {
-				s.log.Warn().Err(err).Str("event", e.Type).Msg("cannot encode event")
+				s.log.Warn().Err(err).Str("event", string(e.Type)).Msg("cannot encode event")
 				continue
 			}
 			// json.Marshal output holds no raw newline, so one data: line.

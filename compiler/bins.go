@@ -22,6 +22,21 @@ const staleTemp = time.Hour
 
 var buildID = regexp.MustCompile(`^[0-9a-f]{12}$`)
 
+// The bin/ layout, here only: BinDir/<plugin>/<plugin>-<build id> per
+// build (the id is 12 hex digits of the binary's SHA-256), and
+// BinDir/<plugin>/current, a link to the live one.
+
+// BuildPath is where the build id of plugin lives.
+func BuildPath(binDir, plugin, id string) string {
+	return filepath.Join(binDir, plugin, plugin+"-"+id)
+}
+
+// BuildIDOf returns the build id of a path BuildPath made for plugin.
+func BuildIDOf(plugin, path string) (string, bool) {
+	id, ok := strings.CutPrefix(filepath.Base(path), plugin+"-")
+	return id, ok && buildID.MatchString(id)
+}
+
 // Current resolves BinDir/<plugin>/current to the absolute path of the live
 // build. The error wraps fs.ErrNotExist when there is no current build or
 // its target is gone.
@@ -75,8 +90,7 @@ func builds(dir, plugin string) ([]build, error) {
 	}
 	var bs []build
 	for _, e := range ents {
-		id, ok := strings.CutPrefix(e.Name(), plugin+"-")
-		if !ok || !buildID.MatchString(id) || !e.Type().IsRegular() {
+		if _, ok := BuildIDOf(plugin, e.Name()); !ok || !e.Type().IsRegular() {
 			continue
 		}
 		info, err := e.Info()

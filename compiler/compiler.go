@@ -193,7 +193,7 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 		return nil, fmt.Errorf("build %s: read built binary: %w", plugin, err)
 	}
 	id := sum[:12]
-	bin := filepath.Join(dir, plugin+"-"+id)
+	bin := BuildPath(opts.BinDir, plugin, id)
 	if err := place(tmp, bin); err != nil {
 		return nil, fmt.Errorf("build %s: %w", plugin, err)
 	}

@@ -186,18 +186,37 @@ func resolvePath(raw, baseDir string) (Driver, error) {
 		}
 		return Driver{Kind: KindCommand, Path: p, Manifest: m}, nil
 	}
-	entries, err := os.ReadDir(p)
+	has, err := HasGoSources(p)
 	if err != nil {
 		return Driver{}, fmt.Errorf("driver %q: %w", raw, err)
 	}
-	for _, e := range entries {
-		n := e.Name()
-		if !e.IsDir() && strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
-			return Driver{Kind: KindSource, Path: p}, nil
-		}
+	if has {
+		return Driver{Kind: KindSource, Path: p}, nil
 	}
 	return Driver{}, fmt.Errorf("folder %q (%s) has neither a %s nor Go files — a folder driver is a Go main package "+
 		"or a command plugin with a %s manifest", raw, p, ManifestFile, ManifestFile)
+}
+
+// IsGoSource says whether a file (name or path) is a Go source that a
+// build compiles: tests are not.
+func IsGoSource(name string) bool {
+	return strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")
+}
+
+// HasGoSources says whether dir holds a Go package to build: a folder of
+// tests alone does not. It is the one classification of a folder as Go,
+// for configured and fetched folders alike.
+func HasGoSources(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if !e.IsDir() && IsGoSource(e.Name()) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // expandPath makes a config path absolute: "~/" is the home folder, other

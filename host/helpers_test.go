@@ -140,7 +140,7 @@ func (r *recorder) mark() int {
 
 // waitFor waits for an event of type typ (for plugin, "" = any) at or
 // after index from, returning it and its index.
-func (r *recorder) waitFor(t testing.TB, from int, typ, plugin string) (supervisor.Event, int) {
+func (r *recorder) waitFor(t testing.TB, from int, typ supervisor.EventType, plugin string) (supervisor.Event, int) {
 	t.Helper()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -161,7 +161,7 @@ func (r *recorder) waitFor(t testing.TB, from int, typ, plugin string) (supervis
 	}
 }
 
-func (r *recorder) count(from int, typ, plugin string) int {
+func (r *recorder) count(from int, typ supervisor.EventType, plugin string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/internal/backoff"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -99,7 +100,7 @@ func (ps *pipelines) stop() {
 // runPipeline keeps one pipeline running: until its plugins exist (their
 // first build may still run) and again after an error, it retries.
 func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, r *runningPipeline) {
-	delay := 100 * time.Millisecond
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	sp := toSupervisor(p)
 	sp.Drain = r.drain
 	for {
@@ -109,6 +110,7 @@ func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, r *runningPip
 		if ctx.Err() != nil || isClosed(r.drain) {
 			return
 		}
+		delay := bo.Next()
 		if errors.Is(err, supervisor.ErrUnknownPlugin) {
 			// Its plugins are still being built: not worth a warning.
 			h.log.Debug().Err(err).Str("pipeline", p.Name).Msg("pipeline waits for its plugins")
@@ -127,6 +129,5 @@ func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, r *runningPip
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }

@@ -58,9 +58,9 @@ func (h *Host) Ready() []NotReady {
 
 func notRunningReason(st supervisor.Status) string {
 	var b strings.Builder
-	b.WriteString(st.State)
+	b.WriteString(string(st.State))
 	if st.Activity != "" && st.Activity != supervisor.ActivityIdle {
-		b.WriteString(", " + st.Activity)
+		b.WriteString(", " + string(st.Activity))
 	}
 	if st.LastError != "" {
 		b.WriteString(": " + st.LastError)
@@ -112,7 +112,7 @@ func (h *Host) Live(ctx context.Context) error {
 }
 
 // currentActivity is the plugin's: building, fetching, swapping or idle.
-func (w *worker) currentActivity() string {
+func (w *worker) currentActivity() supervisor.Activity {
 	if w.p == nil {
 		return supervisor.ActivityIdle
 	}

@@ -52,8 +52,8 @@ type worker struct {
 // progress is how the worker reports into its plugin's lifecycle
 // (implemented by *supervisor.Plugin).
 type progress interface {
-	Preparing(activity string) // building, fetching; idle when done
-	Prepared(err error)        // how making a spec went; nil clears the error
+	Preparing(activity supervisor.Activity) // building, fetching; idle when done
+	Prepared(err error)                     // how making a spec went; nil clears the error
 }
 
 type watch struct {
@@ -77,8 +77,8 @@ func (w *worker) progress() progress {
 
 type noProgress struct{}
 
-func (noProgress) Preparing(string) {}
-func (noProgress) Prepared(error)   {}
+func (noProgress) Preparing(supervisor.Activity) {}
+func (noProgress) Prepared(error)                {}
 
 // spec is the spec the plugin runs, nil before the first.
 func (w *worker) spec() *supervisor.Spec {
@@ -241,7 +241,7 @@ func (w *worker) folderSpec(ctx context.Context, dir string) (*supervisor.Spec, 
 		s, err := w.commandSpec(config.Driver{Kind: config.KindCommand, Path: dir, Manifest: m})
 		return s, 0, true, err
 	}
-	if gos, _ := filepath.Glob(filepath.Join(dir, "*.go")); len(gos) > 0 {
+	if isGo, _ := config.HasGoSources(dir); isGo {
 		return w.sourceSpec(ctx, dir)
 	}
 	exe, err := fetcher.Executable(dir)
@@ -379,8 +379,8 @@ func (w *worker) binarySpec(_ context.Context, file, checksum string) (*supervis
 	}
 	id := sum[:12]
 	binDir := w.scfg().BinDir
-	dir := filepath.Join(binDir, w.name)
-	dst := filepath.Join(dir, w.name+"-"+id)
+	dst := compiler.BuildPath(binDir, w.name, id)
+	dir := filepath.Dir(dst)
 	if _, err := os.Stat(dst); err != nil {
 		if err := copyExecutable(file, dst, sum); err != nil {
 			return nil, 0, false, fmt.Errorf("plugin %q: copy binary into %s: %w", w.name, dir, err)
@@ -611,7 +611,7 @@ func (w *worker) rollback(ctx context.Context) (rep *supervisor.Report, err erro
 		prev := builds[idx+1]
 		spec := *cur
 		spec.Path = prev
-		spec.Build = strings.TrimPrefix(filepath.Base(prev), w.name+"-")
+		spec.Build, _ = compiler.BuildIDOf(w.name, prev)
 		spec.Started = w.setCurrent(binDir, w.name, prev)
 		rep, err = w.apply(ctx, &spec, 0, false)
 		if err == nil {
@@ -640,7 +640,7 @@ func (w *worker) buildOnly(ctx context.Context) (*compiler.Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if gos, _ := filepath.Glob(filepath.Join(r.Dir, "*.go")); len(gos) == 0 {
+		if isGo, _ := config.HasGoSources(r.Dir); !isGo {
 			return nil, nil
 		}
 		dir = r.Dir
@@ -663,7 +663,7 @@ func (w *worker) setWatches(ctx context.Context) {
 		roots, match = w.ws.Roots(), w.ws.Matches
 		if len(roots) == 0 && d.Path != "" {
 			// No watch set (go list failed entirely): watch the package folder.
-			roots, match = []string{d.Path}, isGoSource
+			roots, match = []string{d.Path}, config.IsGoSource
 		}
 	case config.KindBinary:
 		file := d.Path
@@ -724,10 +724,6 @@ func (w *worker) setWatches(ctx context.Context) {
 		go func() { wg.Wait(); close(wa.done) }()
 		w.watches[r] = wa
 	}
-}
-
-func isGoSource(p string) bool {
-	return strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go")
 }
 
 func (w *worker) stopWatches() {

@@ -200,7 +200,7 @@ func TestCrashRestartsWithCheckpoint(t *testing.T) {
 	if st.Restarts != 1 || st.PID == pid || st.Generation != 2 || !strings.Contains(st.LastError, "crashed") {
 		t.Fatalf("status after crash: %+v", st)
 	}
-	seen := map[string]bool{}
+	seen := map[supervisor.EventType]bool{}
 	for len(seen) < 2 {
 		select {
 		case e := <-events.C:

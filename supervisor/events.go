@@ -6,25 +6,28 @@ import (
 	"time"
 )
 
-// Event types, the `event:` names of GET /events.
+// EventType names an event: the `event:` names of GET /events.
+type EventType string
+
+// Event types.
 const (
-	EventBuildStarted    = "build.started"
-	EventBuildFailed     = "build.failed"
-	EventBuildSucceeded  = "build.succeeded"
-	EventSwapStarted     = "swap.started"
-	EventSwapFinished    = "swap.finished"
-	EventSwapFailed      = "swap.failed"
-	EventPluginCrashed   = "plugin.crashed"
-	EventPluginRestarted = "plugin.restarted"
-	EventPluginAdded     = "plugin.added"
-	EventPluginRemoved   = "plugin.removed"
-	EventConfigApplied   = "config.applied"
-	EventFetchFailed     = "fetch.failed"
+	EventBuildStarted    EventType = "build.started"
+	EventBuildFailed     EventType = "build.failed"
+	EventBuildSucceeded  EventType = "build.succeeded"
+	EventSwapStarted     EventType = "swap.started"
+	EventSwapFinished    EventType = "swap.finished"
+	EventSwapFailed      EventType = "swap.failed"
+	EventPluginCrashed   EventType = "plugin.crashed"
+	EventPluginRestarted EventType = "plugin.restarted"
+	EventPluginAdded     EventType = "plugin.added"
+	EventPluginRemoved   EventType = "plugin.removed"
+	EventConfigApplied   EventType = "config.applied"
+	EventFetchFailed     EventType = "fetch.failed"
 )
 
 // Event is one lifecycle event.
 type Event struct {
-	Type       string    `json:"type"`
+	Type       EventType `json:"type"`
 	Plugin     string    `json:"plugin,omitempty"`
 	Generation int       `json:"generation,omitempty"`
 	At         time.Time `json:"at"`

@@ -134,8 +134,7 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.StartTimeout)
 	defer cancel()
 	fail := func(err error) (*generation, error) {
-		g.kill(err)
-		g.retire(0)
+		g.abandon(err)
 		if r := g.refused.Load(); r != nil {
 			// Say what went wrong, not that the wait ran out after it.
 			return nil, fmt.Errorf("%w: %s: handshake refused: %s (then: %w)", ErrStartFailed, p.name, *r, g.reason())
@@ -235,6 +234,13 @@ func (g *generation) kill(reason error) {
 	if g.run != nil {
 		g.run.kill()
 	}
+}
+
+// abandon ends a generation that never served, or no longer may: killed
+// at once for reason, no grace, its channels closed.
+func (g *generation) abandon(reason error) {
+	g.kill(reason)
+	g.retire(0)
 }
 
 func (g *generation) reason() error {

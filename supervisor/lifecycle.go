@@ -81,7 +81,7 @@ func (ph phase) serves() bool {
 }
 
 // stateOf is the phase as the status and the API show it.
-func stateOf(ph phase) string {
+func stateOf(ph phase) State {
 	switch ph {
 	case phaseStarting:
 		return StateStarting
@@ -97,7 +97,7 @@ func stateOf(ph phase) string {
 
 // change is what a transition records besides the phase.
 type change struct {
-	activity string      // "" keeps the current activity
+	activity Activity    // "" keeps the current activity
 	err      error       // recorded as the last error; nil keeps it
 	clearErr bool        // forget the last error (a swap succeeded)
 	cur      *generation // with setCur, the generation handles reach from now on

@@ -147,6 +147,15 @@ func (r *rig) count() int {
 	return len(r.phases)
 }
 
+// waitCount waits until n phase changes were recorded (the record follows
+// the change by a moment: a handle may see a phase before the hook ran).
+func (r *rig) waitCount(n int) {
+	deadline := time.Now().Add(20 * time.Second)
+	for r.count() < n && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond) // polling a record, not ordering events
+	}
+}
+
 // waitPhase waits until the plugin is in ph.
 func (r *rig) waitPhase(ph phase) {
 	r.t.Helper()
@@ -354,10 +363,7 @@ func TestLifecyclePhases(t *testing.T) {
 			r := newRig(t, Options{}, c.scripts)
 			r.add()
 			c.act(t, r)
-			deadline := time.Now().Add(20 * time.Second)
-			for r.count() < len(c.want) && time.Now().Before(deadline) {
-				time.Sleep(2 * time.Millisecond) // polling a record, not ordering events
-			}
+			r.waitCount(len(c.want))
 			if got := r.since(0); !slices.Equal(got, c.want) {
 				t.Fatalf("phases %v, want %v", got, c.want)
 			}
@@ -438,6 +444,7 @@ func TestSwapPhasesAndAborts(t *testing.T) {
 			if c.block {
 				blocked = r.block()
 			}
+			r.waitCount(1) // the first start: [serving]
 			before := r.count()
 			rep, err := r.p.Reload(ctx, ReloadOptions{Force: c.force})
 			if c.wantErr == "" && err != nil {
@@ -453,6 +460,7 @@ func TestSwapPhasesAndAborts(t *testing.T) {
 			if g := r.gen(); g != c.serving {
 				t.Fatalf("generation %d serves after the swap, want %d", g, c.serving)
 			}
+			r.waitCount(before + len(c.want))
 			if got := r.since(before); !slices.Equal(got, c.want) {
 				t.Fatalf("phases %v, want %v", got, c.want)
 			}

@@ -105,16 +105,16 @@ func (m *metrics) item(plugin, symbol, dir string) {
 	m.counter(m.items, plugin, symbol, dir).Inc()
 }
 
-func (m *metrics) setState(plugin, state string) {
+func (m *metrics) setState(plugin string, state State) {
 	if m == nil {
 		return
 	}
-	for _, s := range []string{StateStarting, StateRunning, StateBackoff, StateFailed, StateStopped} {
+	for _, s := range []State{StateStarting, StateRunning, StateBackoff, StateFailed, StateStopped} {
 		v := 0.0
 		if s == state {
 			v = 1
 		}
-		m.state.WithLabelValues(plugin, s).Set(v)
+		m.state.WithLabelValues(plugin, string(s)).Set(v)
 	}
 }
 

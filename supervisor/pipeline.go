@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/plugvisor/plugvisor/internal/backoff"
 )
 
 // Ref names a plugin's symbol.
@@ -371,14 +373,13 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 		inputs[j], errs[j] = b.items[j], r.Err
 	}
 	if len(failed) > 0 && rc.pl.onError() == OnErrorRetry {
-		delay := rc.pl.RetryDelay
+		bo := backoff.Backoff{Min: rc.pl.RetryDelay, Max: max(rc.pl.RetryDelay, time.Second)}
 		for attempt := 0; attempt < rc.pl.Retries && len(failed) > 0; attempt++ {
 			select {
-			case <-time.After(delay):
+			case <-time.After(bo.Next()):
 			case <-ctx.Done():
 				return batch{}
 			}
-			delay = min(delay*2, time.Second)
 			again := make([][]byte, len(failed))
 			for k, j := range failed {
 				again[k] = inputs[j]
@@ -425,7 +426,7 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 // its generation). nil, nil once ctx ends; an error when the function or
 // its plugin is gone for good (the run ends; the host retries it).
 func (rc *runCtx) callAll(ctx context.Context, p *Plugin, ref Ref, items [][]byte) ([]Result, error) {
-	delay := rc.s.opts.BackoffMin
+	bo := backoff.Backoff{Min: rc.s.opts.BackoffMin, Max: 5 * time.Second}
 	for {
 		res, err := p.CallBatch(ctx, ref.Symbol, items)
 		if err == nil {
@@ -439,11 +440,10 @@ func (rc *runCtx) callAll(ctx context.Context, p *Plugin, ref Ref, items [][]byt
 		}
 		rc.stats.setState("", fmt.Errorf("%s: %w (sending the batch again)", ref, err))
 		select {
-		case <-time.After(delay):
+		case <-time.After(bo.Next()):
 		case <-ctx.Done():
 			return nil, nil
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 

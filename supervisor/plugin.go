@@ -33,7 +33,7 @@ type Plugin struct {
 	cur        *generation
 	phase      phase            // see lifecycle.go; changed only by to
 	wake       broadcast.Signal // fired by every phase change
-	activity   string
+	activity   Activity
 	genNum     int
 	restarts   int
 	lastErr    string

@@ -71,7 +71,7 @@ func (p *Plugin) hasSpecNow() bool {
 
 // Preparing shows what the driver layer does for the plugin's next spec
 // (ActivityBuilding, ActivityFetching; ActivityIdle when done).
-func (p *Plugin) Preparing(activity string) {
+func (p *Plugin) Preparing(activity Activity) {
 	p.move(func(from phase) phase { return from }, change{activity: activity})
 }
 

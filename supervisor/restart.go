@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/plugvisor/plugvisor/internal/backoff"
 )
 
 // maxStartFailures is how many starts in a row may fail before a plugin is
@@ -30,8 +32,7 @@ func (p *Plugin) bringUp(ctx context.Context) error {
 	if err == nil {
 		err = p.restoreAndOpen(ctx, g, p.ck, true)
 		if err != nil {
-			g.kill(err)
-			g.retire(0)
+			g.abandon(err)
 		}
 	}
 	if err != nil {
@@ -79,20 +80,7 @@ func (p *Plugin) nextGen() int {
 }
 
 func (p *Plugin) backoff() time.Duration {
-	return backoffDelay(p.sup.opts.BackoffMin, p.sup.opts.BackoffMax, p.consecutive)
-}
-
-// backoffDelay is lo doubled for each failure after the first, capped at
-// hi: the one backoff of the module's restarts and retries.
-func backoffDelay(lo, hi time.Duration, failures int) time.Duration {
-	d := lo
-	for i := 1; i < failures && d < hi; i++ {
-		d *= 2
-	}
-	if d > hi {
-		return hi
-	}
-	return d
+	return backoff.Delay(p.sup.opts.BackoffMin, p.sup.opts.BackoffMax, p.consecutive)
 }
 
 // crashed handles the unplanned end of the serving generation:

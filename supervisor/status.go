@@ -9,21 +9,28 @@ import (
 	"github.com/plugvisor/plugvisor/transport"
 )
 
-// Plugin lifecycle states, as the status and the HTTP API show them.
+// State is a plugin's lifecycle state as the status and the HTTP API show
+// it: the phases of lifecycle.go, coarser (stateOf).
+type State string
+
+// Plugin lifecycle states.
 const (
-	StateStarting = "starting"
-	StateRunning  = "running"
-	StateBackoff  = "backoff" // crashed; restarting after a delay
-	StateFailed   = "failed"  // gave up restarting; a reload or a new build tries again
-	StateStopped  = "stopped"
+	StateStarting State = "starting"
+	StateRunning  State = "running"
+	StateBackoff  State = "backoff" // crashed; restarting after a delay
+	StateFailed   State = "failed"  // gave up restarting; a reload or a new build tries again
+	StateStopped  State = "stopped"
 )
 
-// Activities say what a running plugin is doing besides serving.
+// Activity says what a plugin is doing besides serving.
+type Activity string
+
+// Activities.
 const (
-	ActivityIdle     = "idle"
-	ActivityFetching = "fetching"
-	ActivityBuilding = "building"
-	ActivitySwapping = "swapping"
+	ActivityIdle     Activity = "idle"
+	ActivityFetching Activity = "fetching"
+	ActivityBuilding Activity = "building"
+	ActivitySwapping Activity = "swapping"
 )
 
 // Status is a snapshot of one plugin, the object of GET /plugins/{name}.
@@ -31,8 +38,8 @@ type Status struct {
 	Name       string   `json:"name"`
 	Driver     string   `json:"driver"`
 	Kind       string   `json:"kind"` // builtin, binary, source, remote, command
-	State      string   `json:"state"`
-	Activity   string   `json:"activity"`
+	State      State    `json:"state"`
+	Activity   Activity `json:"activity"`
 	Generation int      `json:"generation"`
 	PID        int      `json:"pid"`
 	Version    string   `json:"version"`

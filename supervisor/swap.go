@@ -205,8 +205,7 @@ func (tx *swapTx) retire() {
 func (tx *swapTx) abort(cause error) (*Report, error) {
 	p, old := tx.p, tx.old
 	if tx.ng != nil {
-		tx.ng.kill(fmt.Errorf("swap rolled back: %w", cause))
-		tx.ng.retire(0)
+		tx.ng.abandon(fmt.Errorf("swap rolled back: %w", cause))
 	}
 	err := fmt.Errorf("%w: %w", ErrSwapFailed, cause)
 	switch {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/plugvisor/plugvisor/supervisor"
 )
 
 const defaultAPI = "http://127.0.0.1:9081"
@@ -75,40 +77,12 @@ func (c *client) do(ctx context.Context, method, path string, body []byte) ([]by
 	return data, resp.StatusCode, nil
 }
 
-// status is the client's view of a plugin's status (GET /plugins/{name}).
-type status struct {
-	Name       string  `json:"name"`
-	Driver     string  `json:"driver"`
-	Kind       string  `json:"kind"`
-	State      string  `json:"state"`
-	Activity   string  `json:"activity"`
-	Generation int     `json:"generation"`
-	PID        int     `json:"pid"`
-	Version    string  `json:"version"`
-	Build      string  `json:"build"`
-	Restarts   int     `json:"restarts"`
-	LastError  string  `json:"last_error"`
-	LastReload *report `json:"last_reload"`
-	Symbols    struct {
-		Sources   []string `json:"sources"`
-		Sinks     []string `json:"sinks"`
-		Functions []string `json:"functions"`
-	} `json:"symbols"`
-}
-
-// report is a swap report (supervisor.Report as JSON).
-type report struct {
-	Generation  int     `json:"generation"`
-	From        int     `json:"from"`
-	BuildMS     float64 `json:"build_ms"`
-	SwapMS      float64 `json:"swap_ms"`
-	PauseMS     float64 `json:"pause_ms"`
-	Drained     int     `json:"drained"`
-	StateKeys   int     `json:"state_keys"`
-	Forced      bool    `json:"forced"`
-	AtLeastOnce string  `json:"at_least_once"`
-	Error       string  `json:"error"`
-}
+// status and report are the API's objects, supervisor's types (the JSON
+// of GET /plugins/{name} and of a swap report).
+type (
+	status = supervisor.Status
+	report = supervisor.Report
+)
 
 // reportLine is the one-line summary of a swap, shared by reload and dev:
 // "counter: gen 3 → 4 build 182ms swap 12.4ms pause 1.1ms drained 5 state keys 2".

@@ -207,9 +207,7 @@ func devLine(e supervisor.Event) string {
 		if e.Report == nil {
 			return fmt.Sprintf("%s: now gen %d", e.Plugin, e.Generation)
 		}
-		r := e.Report
-		return reportLine(e.Plugin, report{Generation: r.Generation, From: r.From, BuildMS: r.BuildMS, SwapMS: r.SwapMS,
-			PauseMS: r.PauseMS, Drained: r.Drained, StateKeys: r.StateKeys, Forced: r.Forced, AtLeastOnce: r.AtLeastOnce})
+		return reportLine(e.Plugin, *e.Report)
 	case supervisor.EventBuildFailed:
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s: build failed (the running version keeps serving):", e.Plugin)

@@ -128,7 +128,7 @@ func pluginNames(t *testing.T, base string) map[string]string {
 	}
 	out := map[string]string{}
 	for _, s := range list {
-		out[s.Name] = s.State
+		out[s.Name] = string(s.State)
 	}
 	return out
 }
@@ -164,7 +164,7 @@ func holdsFor(t *testing.T, d time.Duration, cond func() error) {
 func sameSet(got map[string]string, want ...string) error {
 	names := make([]string, 0, len(got))
 	for n, st := range got {
-		if st != supervisor.StateRunning {
+		if supervisor.State(st) != supervisor.StateRunning {
 			return fmt.Errorf("plugin %s is %s", n, st)
 		}
 		names = append(names, n)
@@ -344,7 +344,7 @@ func TestReadyz(t *testing.T) {
 			t.Fatalf("/readyz 200 while bad cannot start: %+v", rb)
 		}
 		st := pluginNames(t, base)
-		if st["clicks"] == supervisor.StateRunning && len(rb.NotReady) == 1 {
+		if supervisor.State(st["clicks"]) == supervisor.StateRunning && len(rb.NotReady) == 1 {
 			if n := rb.NotReady[0]; n.Kind != "plugin" || n.Name != "bad" || n.Reason == "" {
 				t.Fatalf("want bad alone not ready, got %+v", rb)
 			}
@@ -404,7 +404,7 @@ func waitReadyz(t *testing.T, base string, want int) {
 func waitUp(t *testing.T, base, plugin string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for pluginNames(t, base)[plugin] != supervisor.StateRunning {
+	for supervisor.State(pluginNames(t, base)[plugin]) != supervisor.StateRunning {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not running after 30s", plugin)
 		}
