@@ -81,6 +81,13 @@ func Start(t testing.TB, p sdk.Plugin, opts ...Options) *Harness {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 		defer cancel()
+		// Sources first: the final checkpoint waits for a running source's
+		// stream to reach the host, and nothing reads it any more.
+		for sym, sub := range h.subs {
+			if err := sub.Close(ctx); err != nil {
+				t.Errorf("sdktest: stop source %s: %v", sym, err)
+			}
+		}
 		if err := sup.Close(ctx); err != nil {
 			t.Errorf("sdktest: stop %s: %v", p.Name, err)
 		}
