@@ -24,11 +24,11 @@ import sys
 from typing import Any, Callable, Dict, Optional
 
 from .frames import FrameTooLarge, MalformedFrame
-from .server import Context, Server, describe
+from .server import Context, Migration, Server, describe
 from .sp import Closed
 from .state import Scope
 
-__all__ = ["serve", "Context", "Scope", "Closed", "MalformedFrame", "FrameTooLarge", "describe"]
+__all__ = ["serve", "Context", "Migration", "Scope", "Closed", "MalformedFrame", "FrameTooLarge", "describe"]
 
 __version__ = "1.0.0"
 
@@ -41,7 +41,8 @@ def serve(name: str, version: str, functions: Optional[Dict[str, Callable]] = No
 
     migrate(from_version, {key: JSON bytes}) -> {key: JSON bytes} converts one
     scope written by another plugin version; it is needed when state_version
-    changes. Started by hand (no plugvisor environment) it says so and exits
+    changes. A migrate taking a third argument also gets a Migration: the
+    scope and the plugin and state versions that wrote it. Started by hand (no plugvisor environment) it says so and exits
     with status 2.
     """
     if not os.environ.get("PLUGVISOR_CONTROL") or not os.environ.get("PLUGVISOR_TOKEN"):
