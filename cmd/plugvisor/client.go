@@ -41,6 +41,9 @@ func newClient(api string) (*client, error) {
 		api = os.Getenv("PLUGVISOR_API")
 	}
 	if api == "" {
+		api = apiFromFolder() // a daemon serving this folder (dev PATH)
+	}
+	if api == "" {
 		api = defaultAPI
 	}
 	if !strings.Contains(api, "://") {

@@ -61,6 +61,7 @@ func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
 
 type daemonFlags struct {
 	config, api, logLevel string
+	state                 string // dev PATH: state folder (default PATH/.plugvisor)
 }
 
 func daemonCommands() []*cobra.Command {
@@ -71,9 +72,12 @@ func daemonCommands() []*cobra.Command {
 			Short: short,
 			Long:  long,
 			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				return daemon(cmd, f, dev)
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return daemon(cmd, f, dev, args)
 			},
+		}
+		if dev {
+			devArgs(cmd, &f)
 		}
 		configFlag(cmd, &f.config)
 		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\":0\" picks a free port)")
@@ -111,13 +115,13 @@ Compile errors print as file:line:col: message and exit 1.`,
 	return []*cobra.Command{runCmd, devCmd, buildCmd}
 }
 
-func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
+func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 	stderr := cmd.ErrOrStderr()
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(f.config)
+	cfg, err := daemonConfig(cmd, f, args, dev)
 	if err != nil {
 		return err
 	}
@@ -138,6 +142,10 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 	}
 	// Tests and scripts read the bound address from this line (":0").
 	fmt.Fprintf(stderr, "api listening on %s\n", ln.Addr())
+	if err := writeAPIAddr(cfg.Supervisor.StateDir, ln.Addr().String()); err != nil {
+		log.Warn().Err(err).Msg("client commands in this folder will not find the API")
+	}
+	defer removeAPIAddr(cfg.Supervisor.StateDir, ln.Addr().String())
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 		log.Warn().Str("addr", ln.Addr().String()).Msg("the API is reachable from other machines and has no authentication: anyone who can reach it can run code here (POST /plugins)")
 	}

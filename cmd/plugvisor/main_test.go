@@ -104,8 +104,19 @@ func startDaemonWith(t *testing.T, mode, plugins string) *child {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &child{cmd: exec.Command(binary, mode, "-c", cfgPath), lines: make(chan string, 100),
+	return startChild(t, "", nil, mode, "-c", cfgPath)
+}
+
+// startChild runs plugvisor with args in dir (extra environment env) and
+// waits for its API address.
+func startChild(t *testing.T, dir string, env []string, args ...string) *child {
+	t.Helper()
+	d := &child{cmd: exec.Command(binary, args...), lines: make(chan string, 100),
 		exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	d.cmd.Dir = dir
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
