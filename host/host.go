@@ -38,6 +38,10 @@ type Options struct {
 	// (the one holding the plugvisor package). "" finds sdk/python next to
 	// the builtin sources or above the config file's folder.
 	PythonSDK string
+	// Streamed says the caller shows events and plugin output itself
+	// (plugvisor dev): plugin output and failures already in an event are
+	// not logged again.
+	Streamed bool
 }
 
 // ErrNotRunning is returned by the calls that need Run to be running.
@@ -95,6 +99,7 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		LogLines:           s.LogLines,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
+		QuietOutput:        o.Streamed,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)

@@ -130,6 +130,12 @@ func (w *worker) start(ctx context.Context) {
 }
 
 func (w *worker) fail(err error) {
+	var bf *buildFailed
+	if w.h.opts.Streamed && (errors.As(err, &bf) || errors.Is(err, supervisor.ErrSwapFailed)) {
+		// Its build.failed or swap.failed event already showed it.
+		w.setError(err.Error())
+		return
+	}
 	w.h.log.Error().Str("plugin", w.name).Err(err).Msg("plugin not updated")
 	w.setError(err.Error())
 }

@@ -539,16 +539,11 @@ func nonNil(s []string) []string {
 func (p *Plugin) Logs(n int) []LogLine { return p.logs.last(n) }
 
 // output records a line the plugin printed.
-func (p *Plugin) output(gen int, stream, line string) {
-	p.logs.add(LogLine{At: time.Now(), Generation: gen, Stream: stream, Line: line})
-	p.log.Info().Int("generation", gen).Str("stream", stream).Msg(line)
-}
+func (p *Plugin) output(gen int, stream, line string) { p.record(newLine(gen, stream, line)) }
 
 // logf records a note of the supervisor's about this plugin.
 func (p *Plugin) logf(gen int, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.logs.add(LogLine{At: time.Now(), Generation: gen, Stream: "plugvisor", Line: msg})
-	p.log.Info().Int("generation", gen).Msg(msg)
+	p.record(newLine(gen, "plugvisor", fmt.Sprintf(format, args...)))
 }
 
 func asCallError(err error, target **CallError) bool { return errors.As(err, target) }

@@ -48,6 +48,7 @@ type Options struct {
 	LogLines           int           // [1000] per plugin
 	Logger             *zerolog.Logger
 	Registerer         prometheus.Registerer // metrics; nil = a private registry
+	QuietOutput        bool                  // plugin output is only kept and followed (FollowOutput), not logged
 }
 
 func (o *Options) defaults() {
@@ -83,6 +84,7 @@ type Supervisor struct {
 	sockDir  string
 	store    *store
 	bus      bus
+	output   fanout[OutputLine] // plugin output lines, for FollowOutput
 	metrics  *metrics
 	log      zerolog.Logger
 	registry *prometheus.Registry

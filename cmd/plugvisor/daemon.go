@@ -62,6 +62,7 @@ func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
 type daemonFlags struct {
 	config, api, logLevel string
 	state                 string // dev PATH: state folder (default PATH/.plugvisor)
+	quiet                 bool   // dev: plugvisor's own lines only, no plugin output
 }
 
 func daemonCommands() []*cobra.Command {
@@ -125,7 +126,7 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 	if err != nil {
 		return err
 	}
-	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources()})
+	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), Streamed: dev})
 	if err != nil {
 		return fmt.Errorf("starting the host: %w", err)
 	}
@@ -168,22 +169,7 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 		g.Add(func() error { return api.ServeListener(actx, ln, srv) }, func(error) { acancel() })
 	}
 	if dev {
-		// Subscribed before the host starts so the first builds show.
-		sub := h.Events(1024)
-		done := make(chan struct{})
-		out := cmd.OutOrStdout()
-		g.Add(func() error {
-			for {
-				select {
-				case <-done:
-					return nil
-				case e := <-sub.C:
-					if line := devLine(e); line != "" {
-						fmt.Fprintln(out, line)
-					}
-				}
-			}
-		}, func(error) { sub.Close(); close(done) })
+		g.Add(devStream(h, cmd.OutOrStdout(), f.quiet))
 	}
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 
@@ -193,41 +179,6 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 		return nil
 	}
 	return err
-}
-
-// devLine is the one line dev prints for an event ("" = nothing).
-func devLine(e supervisor.Event) string {
-	switch e.Type {
-	case supervisor.EventSwapFinished:
-		if e.Report == nil {
-			return fmt.Sprintf("%s: now gen %d", e.Plugin, e.Generation)
-		}
-		r := e.Report
-		return reportLine(e.Plugin, report{Generation: r.Generation, From: r.From, BuildMS: r.BuildMS, SwapMS: r.SwapMS,
-			PauseMS: r.PauseMS, Drained: r.Drained, StateKeys: r.StateKeys, Forced: r.Forced, AtLeastOnce: r.AtLeastOnce})
-	case supervisor.EventBuildFailed:
-		var b strings.Builder
-		fmt.Fprintf(&b, "%s: build failed (the running version keeps serving):", e.Plugin)
-		for _, l := range strings.Split(strings.TrimSpace(e.Error), "\n") {
-			b.WriteString("\n  " + relative(l))
-		}
-		return b.String()
-	case supervisor.EventSwapFailed:
-		return fmt.Sprintf("%s: swap failed, gen %d keeps serving: %s", e.Plugin, e.Generation, e.Error)
-	case supervisor.EventFetchFailed:
-		return fmt.Sprintf("%s: fetch failed, the running version keeps serving: %s", e.Plugin, e.Error)
-	case supervisor.EventPluginCrashed:
-		return fmt.Sprintf("%s: gen %d crashed: %s", e.Plugin, e.Generation, e.Error)
-	case supervisor.EventPluginRestarted:
-		return fmt.Sprintf("%s: restarted as gen %d", e.Plugin, e.Generation)
-	case supervisor.EventPluginAdded:
-		return fmt.Sprintf("%s: added", e.Plugin)
-	case supervisor.EventPluginRemoved:
-		return fmt.Sprintf("%s: removed", e.Plugin)
-	case supervisor.EventConfigApplied:
-		return "config applied"
-	}
-	return ""
 }
 
 // relative shortens a diagnostic's absolute path to one relative to the

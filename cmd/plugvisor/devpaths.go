@@ -142,6 +142,7 @@ builds and the API address (api.addr, read by client commands started in
 the same folder) go to the first PATH's .plugvisor/ folder, or --state.
 The API listens on a free loopback port unless --api says otherwise.`
 	cmd.Flags().StringVar(&f.state, "state", "", "dev PATH: state folder (default: the first PATH's .plugvisor/)")
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "show plugvisor's own lines only, not the plugins' output")
 }
 
 // removeAPIAddr removes the address file if it still names addr (another

@@ -393,7 +393,8 @@ func TestReportLine(t *testing.T) {
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
-	line := devLine(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: "counter", Error: "/x/main.go:3:1: syntax error\n/x/main.go:4:2: undefined: y"})
+	noStatus := func(string) (supervisor.Status, error) { return supervisor.Status{}, errors.New("no such plugin") }
+	line := (&devPrinter{status: noStatus}).devLine(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: "counter", Error: "/x/main.go:3:1: syntax error\n/x/main.go:4:2: undefined: y"})
 	if !strings.Contains(line, "\n  /x/main.go:3:1: syntax error\n  /x/main.go:4:2: undefined: y") {
 		t.Fatalf("build failure line: %q", line)
 	}
