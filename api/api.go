@@ -243,6 +243,10 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.URL.Query().Get("follow") == "1" {
+		s.followLogs(w, r, n)
+		return
+	}
 	lines, err := s.b.Logs(r.PathValue("name"), n)
 	if err != nil {
 		s.fail(w, r, err)

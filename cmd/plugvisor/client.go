@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -261,12 +260,16 @@ to the new one, at least once). --async returns at once.`,
 	}
 
 	var n int
+	var follow bool
 	logsCmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a plugin's last output lines",
 		Long:  `Logs prints the plugin's last captured stdout and stderr lines (and plugvisor's own notes about it), oldest first.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
+			if follow {
+				return followLogs(ctx, c, cmd.OutOrStdout(), args[0], n, asJSON)
+			}
 			data, _, err := c.do(ctx, "GET", fmt.Sprintf("/plugins/%s/logs?n=%d", url.PathEscape(args[0]), n), nil)
 			if err != nil {
 				return err
@@ -275,22 +278,18 @@ to the new one, at least once). --async returns at once.`,
 			if asJSON {
 				return printJSON(out, data)
 			}
-			var lines []struct {
-				At         time.Time `json:"at"`
-				Generation int       `json:"generation"`
-				Stream     string    `json:"stream"`
-				Line       string    `json:"line"`
-			}
+			var lines []logLine
 			if err := json.Unmarshal(data, &lines); err != nil {
 				return fmt.Errorf("unexpected answer from %s: %w", c.base, err)
 			}
 			for _, l := range lines {
-				fmt.Fprintf(out, "%s gen %d %s: %s\n", l.At.Local().Format("15:04:05.000"), l.Generation, l.Stream, l.Line)
+				fmt.Fprintln(out, l)
 			}
 			return nil
 		}),
 	}
 	logsCmd.Flags().IntVarP(&n, "lines", "n", 100, "how many lines")
+	logsCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines as the plugin prints them (Ctrl-C stops)")
 
 	callCmd := &cobra.Command{
 		Use:   "call PLUGIN.FUNCTION [JSON]",

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -149,4 +151,67 @@ func TestDevMessages(t *testing.T) {
 	if got := out.String(); !strings.HasPrefix(got, "pipeline demo: f dropped an item: bad item\npipeline demo: 4 more items dropped in ") {
 		t.Fatalf("drops:\n%s", got)
 	}
+}
+
+// logs -f prints a plugin's new output as it is printed, and stops
+// cleanly on Ctrl-C.
+func TestLogsFollow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a daemon and a Python plugin")
+	}
+	dir := filepath.Join(t.TempDir(), "talker")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "main.py"), []byte(talkerPy), 0o644)
+	os.WriteFile(filepath.Join(dir, "plugin.json"), []byte(`{"name":"talker","version":"1.0.0","language":"python","executable":"main.py"}`), 0o644)
+	d := startChild(t, "", nil, "dev", "--quiet", dir)
+	waitRunning(t, "http://"+d.addr, "talker", 60*time.Second)
+
+	f := exec.Command(binary, "logs", "-f", "talker", "-n", "0", "--api", d.addr)
+	stdout, err := f.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	t.Cleanup(func() { _ = f.Process.Kill(); _ = f.Wait() })
+	// The follower may not have subscribed when the first call runs: call
+	// until a line arrives.
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for got := false; !got; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("logs -f ended")
+			}
+			got = strings.Contains(l, "stdout: plain stdout line")
+		case <-tick.C:
+			if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "call", "talker.talk", `"hi"`); code != 0 {
+				t.Fatalf("call: %d %s %s", code, out, errOut)
+			}
+		case <-deadline:
+			t.Fatal("logs -f printed no new line within 30s")
+		}
+	}
+	if err := f.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	if err := f.Wait(); err != nil {
+		t.Fatalf("logs -f after Ctrl-C: %v", err)
+	}
+	d.stop(t)
 }
