@@ -82,6 +82,10 @@ func NewServer(b Backend, log *zerolog.Logger) http.Handler {
 	mux.HandleFunc("GET /symbols", s.symbols)
 	mux.HandleFunc("POST /functions/{plugin}/{function}", s.call)
 	mux.HandleFunc("GET /events", s.events)
+	mux.HandleFunc("GET /state", s.stateList)
+	mux.HandleFunc("GET /state/{plugin}", s.stateGet)
+	mux.HandleFunc("PUT /state/{plugin}", s.statePut)
+	mux.HandleFunc("DELETE /state/{plugin}", s.stateDelete)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

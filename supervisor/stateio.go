@@ -24,6 +24,13 @@ type StateExport struct {
 	Scopes       map[string]map[string]json.RawMessage `json:"scopes"`
 }
 
+// SavedState summarises one plugin's saved state (plugvisor state ls).
+type SavedState struct {
+	Plugin     string         `json:"plugin"`
+	Configured bool           `json:"configured"` // false: orphaned, kept until "plugvisor state rm"
+	Scopes     map[string]int `json:"scopes"`     // scope → number of keys
+}
+
 // ScopeNames lists the export's scopes that hold at least one key, sorted.
 func (e *StateExport) ScopeNames() []string {
 	out := make([]string, 0, len(e.Scopes))

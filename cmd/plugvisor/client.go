@@ -216,6 +216,9 @@ symbols and last reload. --json prints the API's objects.`,
 				return fmt.Errorf("unexpected answer from %s: %w", c.base, err)
 			}
 			printStatus(out, list, len(args) == 1)
+			if len(args) == 0 {
+				printOrphans(ctx, c, out)
+			}
 			return nil
 		}),
 	}
