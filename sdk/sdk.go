@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -156,7 +157,11 @@ func Serve(p Plugin) {
 	env.WatchParent = true
 	err := ServeEnv(context.Background(), p, env)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "plugin %s: %v\n", p.Name, err)
+		msg := err.Error()
+		if prefix := "plugin " + p.Name + ": "; !strings.HasPrefix(msg, prefix) {
+			msg = prefix + msg // ServeEnv's own errors may name the plugin already
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 	os.Exit(0)

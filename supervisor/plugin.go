@@ -41,6 +41,7 @@ type Plugin struct {
 	state      string
 	activity   string
 	genNum     int
+	served     int // the last generation that served (the status shows it while none does)
 	restarts   int
 	lastErr    string
 	lastReload *Report
@@ -227,6 +228,11 @@ func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
 	}
 	if err != nil {
 		p.consecutive++
+		if restart {
+			p.mu.Lock()
+			p.restarts++ // a failed restart attempt counts, not only crashes
+			p.mu.Unlock()
+		}
 		p.SetError(err.Error())
 		if p.consecutive >= maxStartFailures {
 			p.logf(num, "giving up after %d failed starts: %v", p.consecutive, err)
@@ -259,7 +265,7 @@ func (p *Plugin) nextGen() int {
 // serve makes g the serving generation and releases waiting handles.
 func (p *Plugin) serve(g *generation) {
 	p.mu.Lock()
-	p.cur, p.man = g, g.man
+	p.cur, p.man, p.served = g, g.man, g.num
 	p.state = StateRunning
 	p.paused = false
 	p.wakeLocked()
@@ -510,7 +516,7 @@ func (p *Plugin) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: p.state, Activity: p.activity,
-		Generation: p.genNum, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
+		Generation: p.served, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
 		LastError: p.lastErr, LastReload: p.lastReload,
 		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions)}}
 	if p.paused {

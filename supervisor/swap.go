@@ -53,7 +53,7 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 		if err != nil {
 			rep.Error = err.Error()
 			p.SetError(err.Error())
-			p.logf(num, "swap failed: %v", err)
+			p.logf(num, "%v", err) // err says "swap failed: …" itself
 			p.sup.bus.publish(Event{Type: EventSwapFailed, Plugin: p.name, Generation: num, Error: err.Error(), Report: rep})
 			return rep, err
 		}

@@ -258,7 +258,11 @@ to the new one, at least once). --async returns at once.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
 			data, _, err := c.do(ctx, "POST", "/plugins/"+url.PathEscape(args[0])+"/rollback", nil)
-			return printReport(cmd.OutOrStdout(), args[0], data, err, asJSON, false)
+			if err := printReport(cmd.OutOrStdout(), args[0], data, err, asJSON, false); err != nil || asJSON {
+				return err
+			}
+			printRolledBack(ctx, c, cmd.OutOrStdout(), args[0])
+			return nil
 		}),
 	}
 

@@ -75,3 +75,17 @@ func followLogs(ctx context.Context, c *client, out io.Writer, name string, n in
 		}
 	}
 }
+
+// printRolledBack says which build a rollback went to.
+func printRolledBack(ctx context.Context, c *client, out io.Writer, name string) {
+	data, _, err := c.do(ctx, "GET", "/plugins/"+url.PathEscape(name), nil)
+	if err != nil {
+		return
+	}
+	var st struct {
+		Build string `json:"build"`
+	}
+	if json.Unmarshal(data, &st) == nil && st.Build != "" {
+		fmt.Fprintf(out, "%s: rolled back to build %s\n", name, st.Build)
+	}
+}
