@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -38,6 +37,10 @@ type Options struct {
 	Env    map[string]string // extra env for go and go list (e.g. CGO_ENABLED=0); wins over the host env
 	Keep   int               // builds kept per plugin for rollback (default 5); older ones deleted, never the current one
 	Go     string            // the go command; default "go" looked up in PATH
+	// LateWatchSet lets a successful Build return as soon as go build is
+	// done: when go list is still running, Result.LateWatchSet waits for
+	// it (the dev loop swaps first and refreshes its watches after).
+	LateWatchSet bool
 }
 
 // Result describes a successful build.
@@ -48,6 +51,9 @@ type Result struct {
 	Changed  bool          // false if ID equals the current build (nothing to swap)
 	Duration time.Duration // wall time of go build
 	WatchSet WatchSet      // recomputed after every successful build
+	// LateWatchSet, set only with Options.LateWatchSet when go list had not
+	// finished, waits for it and returns the watch set instead.
+	LateWatchSet func() (WatchSet, error)
 }
 
 // Diagnostic is one message of a failed build. File is absolute, or empty
@@ -160,16 +166,35 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 	// go list runs beside go build: the dev loop waits for the slower one,
 	// not for both.
 	var (
-		ws     WatchSet
-		wsErr  error
-		listWG sync.WaitGroup
+		ws       WatchSet
+		wsErr    error
+		listDone = make(chan struct{})
 	)
-	listWG.Go(func() { ws, wsErr = Discover(ctx, pkgDir, opts) })
+	lctx, lcancel := ctx, context.CancelFunc(func() {})
+	if opts.LateWatchSet {
+		// go list may outlive this call: its own deadline, not the build's.
+		lctx, lcancel = context.WithTimeout(context.WithoutCancel(ctx), lateListTimeout)
+	}
+	go func() {
+		defer close(listDone)
+		defer lcancel()
+		ws, wsErr = Discover(lctx, pkgDir, opts)
+	}()
 
 	start := time.Now()
 	out, runErr := run(ctx, opts, pkgDir, args, testHookStarted)
 	dur := time.Since(start)
-	listWG.Wait()
+	late := false
+	if opts.LateWatchSet && runErr == nil && ctx.Err() == nil {
+		select {
+		case <-listDone:
+		default:
+			late = true
+		}
+	}
+	if !late {
+		<-listDone
+	}
 
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("build %s: cancelled: %w", plugin, ctx.Err())
@@ -184,7 +209,7 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 		}
 		return nil, &BuildError{Plugin: plugin, Diagnostics: ParseDiagnostics(out, pkgDir), Output: out, WatchSet: ws}
 	}
-	if wsErr != nil {
+	if !late && wsErr != nil {
 		return nil, fmt.Errorf("build %s: %w", plugin, wsErr)
 	}
 
@@ -203,8 +228,23 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 		keep = DefaultKeep
 	}
 	prune(dir, plugin, keep, cur, bin)
-	return &Result{Plugin: plugin, ID: id, Binary: bin, Changed: cur != bin, Duration: dur, WatchSet: ws}, nil
+	r := &Result{Plugin: plugin, ID: id, Binary: bin, Changed: cur != bin, Duration: dur}
+	if late {
+		r.LateWatchSet = func() (WatchSet, error) {
+			<-listDone
+			if wsErr != nil {
+				return WatchSet{}, fmt.Errorf("build %s: %w", plugin, wsErr)
+			}
+			return ws, nil
+		}
+	} else {
+		r.WatchSet = ws
+	}
+	return r, nil
 }
+
+// lateListTimeout bounds a go list that runs on after its build returned.
+const lateListTimeout = 2 * time.Minute
 
 // place moves the finished temp build to its final name without ever
 // writing over an existing file (it may be a running executable): a hard

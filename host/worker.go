@@ -41,12 +41,14 @@ type worker struct {
 	spec    *supervisor.Spec // last spec handed to the supervisor
 	fetched string           // remote: the fetched folder
 	ws      compiler.WatchSet
+	lateWS  func() (compiler.WatchSet, error) // go list still running after the last build
 	watches map[string]*watch
 
 	mu        sync.Mutex
 	lastErr   string
 	activity  string
 	lastBatch watcher.Batch
+	lastChange time.Time // when a watched file last changed (the quiet period counts from it)
 }
 
 type watch struct {
@@ -75,6 +77,7 @@ func (w *worker) loop(ctx context.Context) {
 		defer close(w.first)
 		w.start(ctx)
 	}()
+	w.settleWatchSet(ctx)
 	var tick <-chan time.Time
 	if every, ok := w.cfg.UpdateInterval(); ok {
 		t := time.NewTicker(every)
@@ -87,8 +90,10 @@ func (w *worker) loop(ctx context.Context) {
 			return
 		case fn := <-w.reqs:
 			fn(ctx)
+			w.settleWatchSet(ctx)
 		case <-w.kick:
 			w.onChange(ctx)
+			w.settleWatchSet(ctx)
 		case <-tick:
 			w.onUpdate(ctx)
 		}
@@ -238,7 +243,7 @@ func (w *worker) folderSpec(ctx context.Context, dir string) (*supervisor.Spec, 
 func (w *worker) compilerOptions() compiler.Options {
 	s := w.scfg()
 	return compiler.Options{BinDir: s.BinDir, Flags: w.cfg.Build.Flags, Tags: w.cfg.Build.Tags,
-		Env: w.cfg.Build.Env, Keep: s.KeepBuilds}
+		Env: w.cfg.Build.Env, Keep: s.KeepBuilds, LateWatchSet: true}
 }
 
 // build compiles dir, publishing build events; a newer change cancels the
@@ -278,6 +283,9 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			o = <-res
 		}
 		cancel()
+		if !superseded && ctx.Err() == nil && w.awaitQuiet(ctx) {
+			superseded = true // a change landed within the quiet period: this build is stale
+		}
 		if superseded && ctx.Err() == nil {
 			w.h.log.Info().Str("plugin", w.name).Msg("build superseded by a newer change")
 			continue
@@ -311,6 +319,7 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			return nil, bf
 		}
 		w.sup().RecordBuild(w.name, d, nil)
+		w.lateWS = o.r.LateWatchSet
 		if len(o.r.WatchSet.Dirs) > 0 || o.r.WatchSet.Module != "" {
 			w.ws = o.r.WatchSet
 		}
@@ -666,7 +675,7 @@ func (w *worker) setWatches(ctx context.Context) {
 			wa.wt.SetMatch(match)
 			continue
 		}
-		wt, err := watcher.New(r, watcher.Options{Debounce: s.Debounce.Duration, MaxWait: s.MaxWait.Duration, Poll: s.Poll, Match: match,
+		wt, err := watcher.New(r, watcher.Options{Debounce: w.debounce(s.Debounce.Duration), MaxWait: s.MaxWait.Duration, Poll: s.Poll, Match: match,
 			OnError: func(err error) { w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("watch") }})
 		if err != nil {
 			w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("not watching; changes need a reload")
@@ -686,6 +695,7 @@ func (w *worker) setWatches(ctx context.Context) {
 			defer wg.Done()
 			for b := range wt.Batches() {
 				w.mu.Lock()
+				w.lastChange = b.Last
 				if len(w.lastBatch.Paths) == 0 {
 					w.lastBatch = b
 				} else {
