@@ -14,9 +14,9 @@ import (
 )
 
 // Editors' save styles, replayed as the file system sees them.
-func saveInPlace(t *testing.T, path, data string) { writeFile(t, path, data) }
+func saveInPlace(t testing.TB, path, data string) { writeFile(t, path, data) }
 
-func saveVim(t *testing.T, path, data string) {
+func saveVim(t testing.TB, path, data string) {
 	dir := filepath.Dir(path)
 	probe := filepath.Join(dir, "4913")
 	writeFile(t, probe, "")
@@ -26,7 +26,7 @@ func saveVim(t *testing.T, path, data string) {
 	must(t, os.Remove(path+"~"))
 }
 
-func saveJetBrains(t *testing.T, path, data string) {
+func saveJetBrains(t testing.TB, path, data string) {
 	tmp, old := path+"___jb_tmp___", path+"___jb_old___"
 	writeFile(t, tmp, data)
 	must(t, os.Rename(path, old))
@@ -81,7 +81,7 @@ func TestSourceDevLoop(t *testing.T) {
 	t.Run("saves", func(t *testing.T) {
 		saves := []struct {
 			name string
-			save func(*testing.T, string, string)
+			save func(testing.TB, string, string)
 		}{{"in-place", saveInPlace}, {"vim", saveVim}, {"jetbrains", saveJetBrains}}
 		start := hs.rec.mark()
 		var timings []string

@@ -41,13 +41,16 @@ type worker struct {
 	spec    *supervisor.Spec // last spec handed to the supervisor
 	fetched string           // remote: the fetched folder
 	ws      compiler.WatchSet
-	lateWS  func() (compiler.WatchSet, error) // go list still running after the last build
+	lateWS  func() (compiler.WatchSet, error) // the last build's watch set, not computed yet
+	wsSeq   int                               // late watch sets started (applyWatchSet takes the newest)
+	wsReady chan lateWatchSet
+	builtAt time.Time // when the last build started
 	watches map[string]*watch
 
-	mu        sync.Mutex
-	lastErr   string
-	activity  string
-	lastBatch watcher.Batch
+	mu         sync.Mutex
+	lastErr    string
+	activity   string
+	lastBatch  watcher.Batch
 	lastChange time.Time // when a watched file last changed (the quiet period counts from it)
 }
 
@@ -59,7 +62,7 @@ type watch struct {
 
 func newWorker(h *Host, name string, p *config.Plugin) *worker {
 	return &worker{h: h, name: name, cfg: p, first: make(chan struct{}), done: make(chan struct{}),
-		cancel: func() {}, reqs: make(chan func(context.Context)), kick: make(chan struct{}, 1),
+		cancel: func() {}, reqs: make(chan func(context.Context)), kick: make(chan struct{}, 1), wsReady: make(chan lateWatchSet),
 		watches: map[string]*watch{}, activity: supervisor.ActivityIdle}
 }
 
@@ -96,6 +99,8 @@ func (w *worker) loop(ctx context.Context) {
 			w.settleWatchSet(ctx)
 		case <-tick:
 			w.onUpdate(ctx)
+		case l := <-w.wsReady:
+			w.applyWatchSet(ctx, l)
 		}
 	}
 }
@@ -243,7 +248,7 @@ func (w *worker) folderSpec(ctx context.Context, dir string) (*supervisor.Spec, 
 func (w *worker) compilerOptions() compiler.Options {
 	s := w.scfg()
 	return compiler.Options{BinDir: s.BinDir, Flags: w.cfg.Build.Flags, Tags: w.cfg.Build.Tags,
-		Env: w.cfg.Build.Env, Keep: s.KeepBuilds, LateWatchSet: true}
+		Env: w.cfg.Build.Env, Keep: s.KeepBuilds, LateWatchSet: speculative}
 }
 
 // build compiles dir, publishing build events; a newer change cancels the
@@ -292,6 +297,7 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 		}
 		d := time.Since(start)
 		ms := float64(d.Microseconds()) / 1000
+		w.builtAt = start
 		if o.err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -301,6 +307,7 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			msg := o.err.Error()
 			var diags []string
 			if errors.As(o.err, &be) {
+				w.lateWS = be.LateWatchSet
 				if len(be.WatchSet.Dirs) > 0 || be.WatchSet.Module != "" {
 					w.ws = be.WatchSet
 				}
