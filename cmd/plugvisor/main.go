@@ -66,6 +66,6 @@ Client:   plugvisor status | reload NAME | rollback NAME | logs NAME | call P.F 
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(daemonCommands()...)
 	root.AddCommand(clientCommands()...)
-	root.AddCommand(validateCmd(), newCmd(), benchCmd(), stateCmd())
+	root.AddCommand(validateCmd(), newCmd(), benchCmd(), stateCmd(), pythonPathCmd())
 	return root
 }

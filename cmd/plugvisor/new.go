@@ -24,7 +24,7 @@ import (
 const modulePath = "github.com/plugvisor/plugvisor"
 
 func newCmd() *cobra.Command {
-	var dir, sdkDir string
+	var dir, sdkDir, lang string
 	cmd := &cobra.Command{
 		Use:   "new NAME",
 		Short: "Scaffold a Go plugin with a function, a source and a sink",
@@ -44,10 +44,17 @@ to DIR, plus DIR's go.sum, so it works offline); a development build of
 plugvisor, which has no version, needs --sdk.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return scaffold(cmd.OutOrStdout(), args[0], dir, sdkDir)
+			switch lang {
+			case "go":
+				return scaffold(cmd.OutOrStdout(), args[0], dir, sdkDir)
+			case "python":
+				return scaffoldPython(cmd.OutOrStdout(), args[0], dir)
+			}
+			return fmt.Errorf("--lang %q: want go or python", lang)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".", "parent folder of the new plugin folder")
+	cmd.Flags().StringVar(&lang, "lang", "go", "go, or python (main.py, plugin.json and a plugvisor.testing test)")
 	cmd.Flags().StringVar(&sdkDir, "sdk", "", "plugvisor checkout to build against, with a replace (default: the published module at this binary's version)")
 	return cmd
 }

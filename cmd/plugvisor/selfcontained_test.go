@@ -59,3 +59,32 @@ func TestBinaryFromDeletedCloneRunsPython(t *testing.T) {
 		t.Fatalf("extracted SDK: %v", sdks)
 	}
 }
+
+// new --lang python from the binary: the plugin's own test passes with
+// the SDK the binary extracts (plugvisor pythonpath), and dev serves it.
+func TestNewPythonScaffold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Python and a daemon")
+	}
+	dir := t.TempDir()
+	if out, errOut, code := cli(t, nil, "new", "--lang", "python", "pyplug", "--dir", dir); code != 0 || !strings.Contains(out, "pythonpath") {
+		t.Fatalf("new --lang python: %d %s %s", code, out, errOut)
+	}
+	cache := t.TempDir()
+	pp, errOut, code := cli(t, []string{"XDG_CACHE_HOME=" + cache}, "pythonpath")
+	if code != 0 || !strings.HasPrefix(strings.TrimSpace(pp), cache) {
+		t.Fatalf("pythonpath: %d %q %s", code, pp, errOut)
+	}
+	test := exec.Command("python3", "-m", "unittest", "-q")
+	test.Dir = filepath.Join(dir, "pyplug")
+	test.Env = append(os.Environ(), "PYTHONPATH="+strings.TrimSpace(pp), "PYTHONDONTWRITEBYTECODE=1")
+	if out, err := test.CombinedOutput(); err != nil {
+		t.Fatalf("the scaffold's test: %v\n%s", err, out)
+	}
+	d := startChild(t, "", nil, "dev", "--quiet", filepath.Join(dir, "pyplug"))
+	waitRunning(t, "http://"+d.addr, "pyplug", 60*time.Second)
+	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "call", "pyplug.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
+		t.Fatalf("call: %d %q %s", code, out, errOut)
+	}
+	d.stop(t)
+}
