@@ -37,6 +37,11 @@ func (p *Plugin) record(l LogLine) {
 			if err != nil {
 				lvl = zerolog.InfoLevel
 			}
+			// The host's logger names the plugin, generation and stream
+			// itself; the plugin's copies would be duplicate JSON keys.
+			for _, k := range []string{"plugin", "generation", "stream"} {
+				delete(r.Fields, k)
+			}
 			ev = p.log.WithLevel(lvl).Fields(r.Fields)
 			if !r.Time.IsZero() {
 				ev = ev.Time("plugin_time", r.Time)

@@ -121,7 +121,11 @@ func (p *devPrinter) line(l supervisor.OutputLine) {
 	if len(l.Plugin) > p.style.Width {
 		p.style.Width = len(l.Plugin)
 	}
-	p.println(logstream.Render(l.Plugin, l.Stream, l.At, logstream.Parse(l.Stream, l.Line), p.style))
+	r := logstream.Parse(l.Stream, l.Line)
+	if name, _ := r.Fields["plugin"].(string); name == l.Plugin {
+		delete(r.Fields, "plugin") // the prefix says it
+	}
+	p.println(logstream.Render(l.Plugin, l.Stream, l.At, r, p.style))
 }
 
 func (p *devPrinter) event(e supervisor.Event) {
