@@ -129,6 +129,16 @@ func TestSwapWithoutMigrateIsRefused(t *testing.T) {
 	if n := sdktest.Call[int64](h, "hit", "a"); n != 2 {
 		t.Fatalf("after the refused swap hit = %d, want 2 from the old generation", n)
 	}
+	said := false
+	for _, l := range h.Plugin().Logs(20) {
+		if strings.Contains(l.Line, "swap failed: swap failed") {
+			t.Fatalf("doubled prefix in the log: %q", l.Line)
+		}
+		said = said || strings.HasPrefix(l.Line, "swap failed: ")
+	}
+	if !said {
+		t.Fatalf("no swap failure in the plugin's log: %v", h.Plugin().Logs(20))
+	}
 }
 
 func TestSourceSinkStateAndConfig(t *testing.T) {
