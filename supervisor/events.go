@@ -14,6 +14,7 @@ const (
 	EventSwapFailed      = "swap.failed"
 	EventPluginCrashed   = "plugin.crashed"
 	EventPluginRestarted = "plugin.restarted"
+	EventPluginStarted   = "plugin.started" // first generation serving (after add or a host start)
 	EventPluginAdded     = "plugin.added"
 	EventPluginRemoved   = "plugin.removed"
 	EventConfigApplied   = "config.applied"

@@ -249,6 +249,8 @@ func (p *Plugin) bringUp(ctx context.Context, restart bool) error {
 	p.serve(g)
 	if restart {
 		p.sup.bus.publish(Event{Type: EventPluginRestarted, Plugin: p.name, Generation: g.num})
+	} else {
+		p.sup.bus.publish(Event{Type: EventPluginStarted, Plugin: p.name, Generation: g.num})
 	}
 	return nil
 }

@@ -242,6 +242,8 @@ func (p *devPrinter) devLine(e supervisor.Event) string {
 		return fmt.Sprintf("%s: gen %d crashed: %s", e.Plugin, e.Generation, msg)
 	case supervisor.EventPluginRestarted:
 		return fmt.Sprintf("%s: restarted as gen %d", e.Plugin, e.Generation)
+	case supervisor.EventPluginStarted:
+		return fmt.Sprintf("%s: serving (gen %d)", e.Plugin, e.Generation)
 	case supervisor.EventPluginAdded:
 		return fmt.Sprintf("%s: added", e.Plugin)
 	case supervisor.EventPluginRemoved:

@@ -132,6 +132,7 @@ func TestDevMessages(t *testing.T) {
 		{supervisor.Event{Type: supervisor.EventBuildSucceeded, Plugin: "up", Build: "b3"},
 			"up: build ok again: the same code gen 3 runs, which keeps serving\n"},
 		{supervisor.Event{Type: supervisor.EventBuildSucceeded, Plugin: "up", Build: "b4"}, ""}, // not after a failure: the swap line says it
+		{supervisor.Event{Type: supervisor.EventPluginStarted, Plugin: "new", Generation: 1}, "new: serving (gen 1)\n"},
 		{supervisor.Event{Type: supervisor.EventPluginCrashed, Plugin: "up", Generation: 3, Error: "plugin crashed: exit status 2; last output: panic: x | goroutine 1"},
 			"up: gen 3 crashed: plugin crashed: exit status 2 (its output is above)\n"},
 	}
