@@ -470,7 +470,7 @@ func TestNewScaffoldHotReloads(t *testing.T) {
 	target := filepath.Join(dir, "demo")
 	d := startDaemonWith(t, "dev", fmt.Sprintf("[plugins.demo]\ndriver = %q\n", target))
 	base := "http://" + d.addr
-	waitRunning(t, base, "demo", 90*time.Second)
+	first := waitRunning(t, base, "demo", 90*time.Second)
 	env := []string{"PLUGVISOR_API=" + d.addr}
 	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
 		t.Fatalf("call: %d %q %s", code, out, errOut)
@@ -500,6 +500,10 @@ func TestNewScaffoldHotReloads(t *testing.T) {
 	}
 	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hi, world (#2)"` {
 		t.Fatalf("call after the edit: %d %q %s", code, out, errOut)
+	}
+	// rollback says which build it went back to: the first one.
+	if out, errOut, code := cli(t, env, "rollback", "demo"); code != 0 || !strings.Contains(out, "demo: rolled back to build "+first.Build) {
+		t.Fatalf("rollback: %d %q %s (first build %s)", code, out, errOut, first.Build)
 	}
 	d.stop(t)
 }
