@@ -3,12 +3,11 @@
 // symbols, function calls, server-sent lifecycle events, Prometheus metrics
 // and a health check. JSON in, JSON out; every error is {"error": "..."}.
 //
-// Security: the API has no authentication. It listens on loopback
-// (127.0.0.1:9081) by default. Binding it anywhere else lets anyone who can
-// reach the port run arbitrary code on this machine as the daemon's user:
-// POST /plugins accepts any driver (a path to a binary, a source folder, a
-// remote repository), which plugvisor builds and starts. Put it behind an
-// authenticating proxy or a firewall if it must leave the machine.
+// Security: whoever can use the API can run code as the daemon's user
+// (POST /plugins builds and starts any driver). NewServer is the routes
+// alone; the daemon serves them through Guard (bearer token, Host, Origin
+// and Content-Type rules) on a listener from Listen (loopback, a 0600 Unix
+// socket, or TLS). See "API access" in docs/DESIGN.md.
 package api
 
 import (
@@ -26,6 +25,7 @@ import (
 
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // DefaultAddr is where the API listens unless configured otherwise.
@@ -37,9 +37,12 @@ const MaxBody = 16 << 20
 
 // Symbol is one symbol a plugin serves, an element of GET /symbols.
 type Symbol struct {
-	Plugin string `json:"plugin"`
-	Kind   string `json:"kind"` // source, sink or function
-	Name   string `json:"name"`
+	Plugin string          `json:"plugin"`
+	Kind   string          `json:"kind"` // source, sink or function
+	Name   string          `json:"name"`
+	In     json.RawMessage `json:"in,omitempty"`   // function input's JSON Schema, when announced
+	Out    json.RawMessage `json:"out,omitempty"`  // function output's
+	Item   json.RawMessage `json:"item,omitempty"` // a source's or sink's item
 }
 
 // Backend is what the API serves: the daemon's host. Errors are matched
@@ -61,15 +64,37 @@ type Backend interface {
 }
 
 type server struct {
-	b   Backend
-	log zerolog.Logger
+	b           Backend
+	log         zerolog.Logger
+	callTimeout time.Duration
 }
 
-// NewServer returns the API's handler. log may be nil.
-func NewServer(b Backend, log *zerolog.Logger) http.Handler {
-	s := &server{b: b, log: zerolog.Nop()}
+// DefaultCallTimeout bounds a call through the API unless CallTimeout or
+// the request's ?timeout= says otherwise.
+const DefaultCallTimeout = 30 * time.Second
+
+// Option changes a NewServer default.
+type Option func(*server)
+
+// CallTimeout sets the default deadline of POST /functions ([supervisor]
+// call_timeout); a request's ?timeout= overrides it.
+func CallTimeout(d time.Duration) Option {
+	return func(s *server) {
+		if d > 0 {
+			s.callTimeout = d
+		}
+	}
+}
+
+// NewServer returns the API's routes, without access control (wrap them
+// in Guard to serve them). log may be nil.
+func NewServer(b Backend, log *zerolog.Logger, opts ...Option) http.Handler {
+	s := &server{b: b, log: zerolog.Nop(), callTimeout: DefaultCallTimeout}
 	if log != nil {
 		s.log = *log
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /plugins", s.list)
@@ -87,9 +112,7 @@ func NewServer(b Backend, log *zerolog.Logger) http.Handler {
 	mux.HandleFunc("PUT /state/{plugin}", s.statePut)
 	mux.HandleFunc("DELETE /state/{plugin}", s.stateDelete)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	s.probes(mux) // /livez, /readyz, /healthz: probes.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
 			notFound(w, r, mux)
@@ -111,7 +134,7 @@ func notFound(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
 	if code == 0 || code < 400 {
 		code = http.StatusNotFound
 	}
-	msg := fmt.Sprintf("no endpoint %s %s (see GET /plugins, /symbols, /events, /metrics, /healthz)", r.Method, r.URL.Path)
+	msg := fmt.Sprintf("no endpoint %s %s (see GET /plugins, /symbols, /events, /metrics, /healthz, /livez, /readyz)", r.Method, r.URL.Path)
 	if code == http.StatusMethodNotAllowed {
 		msg = fmt.Sprintf("%s %s is not allowed; allowed: %s", r.Method, r.URL.Path, rec.h.Get("Allow"))
 	}
@@ -283,7 +306,21 @@ func (s *server) call(w http.ResponseWriter, r *http.Request) {
 		}
 		input = body
 	}
-	out, err := s.b.Call(r.Context(), r.PathValue("plugin"), r.PathValue("function"), input)
+	timeout := s.callTimeout
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad timeout=%q: want a positive duration such as 2s or 500ms", v))
+			return
+		}
+		timeout = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	out, err := s.b.Call(ctx, r.PathValue("plugin"), r.PathValue("function"), input)
+	if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+		err = fmt.Errorf("%w (the call's deadline, %v: raise it with ?timeout= or [supervisor] call_timeout)", err, timeout)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -323,7 +360,7 @@ func statusOf(err error) int {
 		return http.StatusBadGateway
 	case errors.As(err, &cfgErr):
 		return http.StatusBadRequest
-	case errors.As(err, &maxErr):
+	case errors.As(err, &maxErr), errors.Is(err, transport.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
 	// The old generation keeps serving: the request conflicts with the
 	// plugin's current state rather than failing the server.

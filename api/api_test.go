@@ -20,6 +20,7 @@ import (
 
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -134,11 +135,14 @@ func (f *fake) Symbols() []Symbol {
 	return []Symbol{{Plugin: "clicks", Kind: "function", Name: "count"}}
 }
 
-func (f *fake) Call(_ context.Context, plugin, fn string, input []byte) ([]byte, error) {
+func (f *fake) Call(ctx context.Context, plugin, fn string, input []byte) ([]byte, error) {
 	if _, err := f.Status(plugin); err != nil {
 		return nil, err
 	}
 	switch fn {
+	case "block": // answers only when the caller gives up, like a stuck plugin
+		<-ctx.Done()
+		return nil, fmt.Errorf("call %s.%s: %w", plugin, fn, ctx.Err())
 	case "count":
 		if input == nil {
 			return []byte("null"), nil
@@ -151,6 +155,8 @@ func (f *fake) Call(_ context.Context, plugin, fn string, input []byte) ([]byte,
 		defer f.mu.Unlock()
 		f.counts[key]++
 		return []byte(fmt.Sprint(f.counts[key])), nil
+	case "toolarge": // what the transport says of an input over max_frame
+		return nil, fmt.Errorf("%w: call frame of %d bytes exceeds the limit of 65536 bytes (max_frame)", transport.ErrTooLarge, len(input))
 	case "crash":
 		return nil, fmt.Errorf("call %s.%s: %w", plugin, fn, supervisor.ErrCrashed)
 	case "fail":
@@ -338,7 +344,7 @@ func TestRollbackLogsSymbols(t *testing.T) {
 	}
 	code, body = do(t, h, "GET", "/symbols", "")
 	var syms []Symbol
-	if code != 200 || json.Unmarshal(body, &syms) != nil || len(syms) != 1 || syms[0] != (Symbol{"clicks", "function", "count"}) {
+	if code != 200 || json.Unmarshal(body, &syms) != nil || len(syms) != 1 || syms[0].Plugin+"."+syms[0].Kind+"."+syms[0].Name != "clicks.function.count" {
 		t.Fatalf("symbols: %d %s", code, body)
 	}
 }
@@ -365,6 +371,7 @@ func TestCall(t *testing.T) {
 		{"/functions/clicks/fail", "1", 422, "boom"},
 		{"/functions/clicks/count", "7", 422, "want a string"},
 		{"/functions/clicks/crash", "1", 502, "crashed"},
+		{"/functions/clicks/toolarge", "1", 413, "max_frame"},
 		{"/functions/clicks/nope", "1", 404, "no such symbol"},
 		{"/functions/nope/count", "1", 404, "no such plugin"},
 		{"/functions/clicks/count", "{not json", 400, "not valid JSON"},

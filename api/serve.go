@@ -21,18 +21,30 @@ type shutdownKey struct{}
 // reload in progress, say) once its context ends.
 const ShutdownGrace = 10 * time.Second
 
-// Serve listens on addr (DefaultAddr when empty; ":0" picks a free port)
-// and serves h until ctx ends, then shuts down gracefully.
+// Serve listens on addr as Listen does (DefaultAddr when empty; port 0
+// picks a free one; plain HTTP only on loopback or a Unix socket) and
+// serves h until ctx ends, then shuts down gracefully. Wrap h in Guard.
 func Serve(ctx context.Context, addr string, h http.Handler) error {
-	if addr == "" {
-		addr = DefaultAddr
-	}
-	ln, err := net.Listen("tcp", addr)
+	ln, _, err := Listen(ListenOptions{Addr: addr})
 	if err != nil {
-		return fmt.Errorf("api: listen on %s: %w (is another plugvisor running? set [supervisor] api or --api)", addr, err)
+		return err
 	}
 	return ServeListener(ctx, ln, h)
 }
+
+// Server limits (see "API access" in docs/DESIGN.md); variables for tests.
+var (
+	// readTimeout bounds reading a request, headers and body; a slow
+	// client cannot hold a connection by trickling its body. (net/http
+	// lifts it once the body is read, so long reloads and event streams
+	// are not cut.)
+	readTimeout = 60 * time.Second
+	// idleTimeout closes keep-alive connections left idle.
+	idleTimeout = 60 * time.Second
+)
+
+// MaxHeaderBytes bounds a request's header block.
+const MaxHeaderBytes = 64 << 10
 
 // ServeListener serves h on ln until ctx ends, then shuts down gracefully:
 // event streams end at once, other requests get ShutdownGrace to finish.
@@ -43,6 +55,9 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	srv.RegisterOnShutdown(func() { close(closing) })

@@ -3,14 +3,14 @@ package compiler
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/plugvisor/plugvisor/internal/proc"
 )
 
 // waitDelay bounds how long Wait waits for output pipes after go was
@@ -71,23 +71,19 @@ func run(ctx context.Context, opts Options, dir string, args []string, started f
 	cmd.Env = goEnv(opts, dir)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// Negative pid: the whole group. ESRCH means it is gone already.
-		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return err
-		}
-		return nil
-	}
 	cmd.WaitDelay = waitDelay
-	if err := cmd.Start(); err != nil {
+	// Its own group (a job on Windows): cancelling ctx kills go and the
+	// compilers and linker it started.
+	grp, err := proc.Start(cmd, false)
+	if err != nil {
 		return "", fmt.Errorf("start %s %s: %w (is Go installed and on PATH?)", goCmd(opts), args[0], err)
 	}
+	defer grp.Release()
 	if started != nil {
 		started(cmd.Process.Pid)
 	}
 	// go waits for its children; a killed group dies whole. So once go is
 	// reaped nothing of the group is left to kill (and its pid may be reused).
-	err := cmd.Wait()
+	err = cmd.Wait()
 	return out.String(), err
 }

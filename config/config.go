@@ -77,6 +77,31 @@ type Supervisor struct {
 	MaxFrame   int // largest transport frame in bytes; default 16 MiB, at least 64 KiB
 	KeepBuilds int // builds kept per plugin for rollback; default 5
 	LogLines   int // log lines kept per plugin; default 1000
+
+	// API access (docs/DESIGN.md "API access"). API may also be
+	// "unix:///path/api.sock" (relative paths from the config's folder).
+	APIHosts    []string // Host names accepted besides loopback (DNS rebinding guard)
+	APITLSCert  string   // absolute; with APITLSKey serves HTTPS (required off loopback)
+	APITLSKey   string   // absolute
+	APIClientCA string   // absolute; when set, clients need a certificate it signed (mTLS)
+	APIMaxConns int      // concurrent API connections; default 512, lowered to leave fds for plugins
+	CallTimeout Duration // default deadline of calls through the API/CLI; default 30s
+	// Byte bounds of host buffers and fetches (issue 9).
+	QueueBytes     int   // each subscription queue and sink window; default 32 MiB
+	RecvQueueBytes int   // each channel's received-but-unread messages; default 32 MiB
+	FetchMaxBytes  int64 // what one fetch of a remote plugin may write; default 512 MiB
+	// Plugin output on its way to the daemon's log, per plugin: bytes and
+	// lines per second (more is dropped and counted), and the longest line.
+	LogBytesPerSec int // default 1 MiB
+	LogLinesPerSec int // default 1000
+	LogLineMax     int // default 4096 bytes
+	// EnvInherit names host variables every plugin gets beyond the minimal
+	// set (PATH, HOME, …; see docs/DESIGN.md); default none.
+	EnvInherit []string
+	// Production (docs/deploy.md).
+	ConfigCheck     Duration // config_check: how often the config file's content hash is compared, a backstop for missed events (ConfigMap swaps); 0 = never; default 10s
+	ShutdownTimeout Duration // shutdown_timeout: bound on a clean stop after SIGTERM (drain, checkpoint, stop plugins); default 30s
+	APITokenFile    string   // api_token_file: read the API token from this file (a mounted Secret) instead of <state_dir>/api.token; "" = default
 }
 
 // Limits of the [supervisor] integers.
@@ -84,6 +109,13 @@ const (
 	DefaultMaxFrame = 16 << 20
 	MinMaxFrame     = 64 << 10
 	MaxMaxFrame     = 1 << 30
+
+	DefaultQueueBytes     = 32 << 20
+	DefaultRecvQueueBytes = 32 << 20
+	DefaultFetchMaxBytes  = 512 << 20
+	MinQueueBytes         = 64 << 10
+	MaxQueueBytes         = 16 << 30
+	MaxFetchMaxBytes      = 1 << 40
 )
 
 // DefaultSupervisor returns the defaults, with the folders still relative.
@@ -110,6 +142,16 @@ func DefaultSupervisor() Supervisor {
 		MaxFrame:           DefaultMaxFrame,
 		KeepBuilds:         5,
 		LogLines:           1000,
+		APIMaxConns:        512,
+		CallTimeout:        d(30 * time.Second),
+		QueueBytes:         DefaultQueueBytes,
+		RecvQueueBytes:     DefaultRecvQueueBytes,
+		FetchMaxBytes:      DefaultFetchMaxBytes,
+		LogBytesPerSec:     1 << 20,
+		LogLinesPerSec:     1000,
+		LogLineMax:         4096,
+		ConfigCheck:        d(10 * time.Second),
+		ShutdownTimeout:    d(30 * time.Second),
 	}
 }
 
@@ -126,6 +168,12 @@ type Plugin struct {
 	Build    Build             // [plugins.NAME.build]
 	Env      map[string]string // extra environment of the plugin process; never nil
 	Resolved Driver            // what the driver string resolved to
+
+	Submodules bool // remote git drivers: also fetch the repository's submodules; default false
+	// EnvInherit names host variables this plugin gets beyond the minimal
+	// set; nil takes [supervisor] env_inherit, empty passes none.
+	EnvInherit []string
+	Optional   bool // required = false: /readyz does not wait for this plugin
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -204,6 +252,12 @@ func Load(path string, builtins Registry) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	return LoadData(path, data, builtins)
+}
+
+// LoadData is Load of data already read from path (so a caller can hash
+// exactly the bytes it applies).
+func LoadData(path string, data []byte, builtins Registry) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -226,15 +280,16 @@ func Parse(data []byte, baseDir string, builtins Registry) (*Config, error) {
 // Parse would: name, driver (resolved in c's folder and mode) and config.
 // It does not add the plugin to c.
 func (c *Config) NewPlugin(name, driver string, cfg map[string]any, builtins Registry) (*Plugin, error) {
+	// *Error: the API answers a bad name or driver with 400, not 500.
 	if err := ValidName(name); err != nil {
-		return nil, fmt.Errorf("plugin name: %w", err)
+		return nil, &Error{Key: "name", Msg: err.Error(), Err: err}
 	}
 	if _, ok := c.Plugins[name]; ok {
 		return nil, fmt.Errorf("plugin %q already exists; remove it first or pick another name", name)
 	}
 	d, err := ResolveDriver(driver, c.Dir, c.Supervisor.Mode, builtins)
 	if err != nil {
-		return nil, fmt.Errorf("plugin %q: driver: %w", name, err)
+		return nil, &Error{Key: "plugins." + name + ".driver", Msg: err.Error(), Err: err}
 	}
 	if cfg == nil {
 		cfg = map[string]any{}
@@ -297,16 +352,19 @@ func Diff(old, new *Config) Changes {
 		newPl, newS = new.Pipelines, new.Supervisor
 	}
 	ch.PipelinesChanged = !(len(oldPl) == 0 && len(newPl) == 0) && !reflect.DeepEqual(oldPl, newPl)
-	ch.SupervisorChanged = (old == nil) != (new == nil) || oldS != newS
+	ch.SupervisorChanged = (old == nil) != (new == nil) || !reflect.DeepEqual(oldS, newS)
 	return ch
 }
 
 func pluginChanged(a, b *Plugin) bool {
+	// Optional is not compared: it only changes what /readyz waits for.
 	return a.Driver != b.Driver || a.Checksum != b.Checksum || a.Update != b.Update ||
 		!reflect.DeepEqual(a.Resolved, b.Resolved) ||
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
 		!equalList(a.Build.Flags, b.Build.Flags) || !equalList(a.Build.Tags, b.Build.Tags) ||
-		!equalStrings(a.Build.Env, b.Build.Env)
+		!equalStrings(a.Build.Env, b.Build.Env) ||
+		a.Submodules != b.Submodules ||
+		(a.EnvInherit == nil) != (b.EnvInherit == nil) || !equalList(a.EnvInherit, b.EnvInherit) // nil: the default; empty: none
 }
 
 // The equal helpers treat nil and empty alike: both mean "none".
@@ -355,4 +413,13 @@ func joinErrors(errs []*Error) error {
 		all[i] = e
 	}
 	return errors.Join(all...)
+}
+
+// TokenFile is where the API token lives: api_token_file when set (a
+// mounted Kubernetes Secret, read only), else <state_dir>/api.token.
+func (s Supervisor) TokenFile() string {
+	if s.APITokenFile != "" {
+		return s.APITokenFile
+	}
+	return filepath.Join(s.StateDir, "api.token")
 }

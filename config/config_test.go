@@ -83,7 +83,7 @@ func TestDefaults(t *testing.T) {
 	want.BinDir = filepath.Join(f.dir, "bin")
 	want.RemoteDir = filepath.Join(f.dir, "remote-plugins")
 	want.StateDir = filepath.Join(f.dir, ".plugvisor")
-	if cfg.Supervisor != want {
+	if !reflect.DeepEqual(cfg.Supervisor, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg.Supervisor, want)
 	}
 	if cfg.Supervisor.Debounce.Duration != 100*time.Millisecond || cfg.Supervisor.MaxFrame != 16<<20 ||
@@ -120,9 +120,26 @@ backoff_max = "10s"
 max_frame = 65536
 keep_builds = 2
 log_lines = 10
+api_hosts = ["Plugvisor.Internal", "10.0.0.5"]
+api_tls_cert = "tls/cert.pem"
+api_tls_key = "/etc/pv/key.pem"
+api_client_ca = "tls/ca.pem"
+api_max_conns = 64
+call_timeout = "11s"
+queue_bytes = 1048576
+recv_queue_bytes = 2097152
+fetch_max_bytes = 1073741824
+log_bytes_per_sec = 2048
+log_lines_per_sec = 20
+log_line_max = 100
+env_inherit = ["AWS_PROFILE"]
+config_check = "0s"
+shutdown_timeout = "11s"
+api_token_file = "secrets/token"
 
 [plugins.counter]
 driver = "./examples/counter"
+required = false
 env = { GOGC = "off" }
 [plugins.counter.config]
 interval = "10ms"
@@ -139,6 +156,7 @@ checksum = "sha256:` + strings.Repeat("AB", 32) + `"
 [plugins.geo]
 driver = "git::https://example.com/acme/geo.git?ref=v1.2.0"
 update = "10m"
+submodules = true
 
 [[pipeline]]
 name = "demo"
@@ -160,9 +178,17 @@ sink = "mysql.append"
 		StartTimeout: sec(1), DrainTimeout: sec(2), SnapshotTimeout: sec(3), RestoreTimeout: sec(4), StopGrace: sec(5),
 		HeartbeatInterval: sec(6), HeartbeatTimeout: sec(7), CheckpointInterval: sec(8), BackoffMin: ms(9), BackoffMax: sec(10),
 		MaxFrame: 65536, KeepBuilds: 2, LogLines: 10,
+		APIHosts: []string{"plugvisor.internal", "10.0.0.5"}, APITLSCert: filepath.Join(f.dir, "tls", "cert.pem"),
+		APITLSKey: "/etc/pv/key.pem", APIClientCA: filepath.Join(f.dir, "tls", "ca.pem"), APIMaxConns: 64, CallTimeout: sec(11),
+		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
+		LogBytesPerSec: 2048, LogLinesPerSec: 20, LogLineMax: 100, EnvInherit: []string{"AWS_PROFILE"},
+		ConfigCheck: ms(0), ShutdownTimeout: sec(11), APITokenFile: filepath.Join(f.dir, "secrets", "token"),
 	}
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)
+	}
+	if s.TokenFile() != want.APITokenFile || !cfg.Plugins["counter"].Optional || cfg.Plugins["mysql"].Optional {
+		t.Errorf("token file %s, counter optional %v, mysql optional %v", s.TokenFile(), cfg.Plugins["counter"].Optional, cfg.Plugins["mysql"].Optional)
 	}
 	c := cfg.Plugins["counter"]
 	if c.Resolved.Kind != KindSource || c.Resolved.Path != f.src || c.Env["GOGC"] != "off" ||
@@ -265,8 +291,16 @@ func TestBadValues(t *testing.T) {
 		{"max_frame small", "[supervisor]\nmax_frame = 1024\n", 2, "supervisor.max_frame", []string{"want 65536 to"}},
 		{"keep_builds", "[supervisor]\nkeep_builds = 0\n", 2, "supervisor.keep_builds", []string{"out of range"}},
 		{"api", "[supervisor]\napi = \"localhost\"\n", 2, "supervisor.api", []string{"host:port"}},
+		{"api unix empty", "[supervisor]\napi = \"unix://\"\n", 2, "supervisor.api", []string{"names no socket"}},
+		{"api_hosts with scheme", "[supervisor]\napi_hosts = [\"http://x.example\"]\n", 2, "supervisor.api_hosts", []string{"not a host name"}},
+		{"tls cert without key", "[supervisor]\napi_tls_cert = \"c.pem\"\n", 1, "supervisor.api_tls_key", []string{"go together"}},
+		{"client ca without tls", "[supervisor]\napi_client_ca = \"ca.pem\"\n", 2, "supervisor.api_client_ca", []string{"need TLS"}},
+		{"call_timeout zero", "[supervisor]\ncall_timeout = \"0s\"\n", 2, "supervisor.call_timeout", []string{"positive"}},
 		{"max_wait < debounce", "[supervisor]\ndebounce = \"3s\"\n", 1, "supervisor.max_wait", []string{"shorter than debounce"}},
 		{"heartbeat", "[supervisor]\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"1s\"\n", 3, "supervisor.heartbeat_timeout", []string{"longer than heartbeat_interval"}},
+		{"shutdown_timeout < stop_grace", "[supervisor]\nstop_grace = \"5s\"\nshutdown_timeout = \"2s\"\n", 3, "supervisor.shutdown_timeout", []string{"shorter than stop_grace"}},
+		{"api_token_file empty", "[supervisor]\napi_token_file = \"\"\n", 2, "supervisor.api_token_file", []string{"Secret"}},
+		{"required type", "[plugins.a]\ndriver = \"upper\"\nrequired = \"no\"\n", 3, "plugins.a.required", []string{"true or false", "/readyz"}},
 		{"supervisor not table", "supervisor = 1\n", 1, "supervisor", []string{"want a table"}},
 		{"bad plugin name", "[plugins.\"my plugin\"]\ndriver = \"upper\"\n", 1, `plugins."my plugin"`, []string{"not a valid plugin name"}},
 		{"no driver", "[plugins.a]\nenv = {}\n", 1, "plugins.a", []string{"driver is missing", "go-getter URL"}},
@@ -527,8 +561,14 @@ func TestNewPlugin(t *testing.T) {
 		{"b c", "upper", "not a valid plugin name"},
 		{"b", "./nope", "does not exist"},
 	} {
-		if _, err := cfg.NewPlugin(c.name, c.driver, nil, f.builtins); err == nil || !strings.Contains(err.Error(), c.want) {
+		_, err := cfg.NewPlugin(c.name, c.driver, nil, f.builtins)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("NewPlugin(%q, %q): %v, want %q", c.name, c.driver, err, c.want)
+		}
+		// A bad name or driver is the caller's mistake (the API's 400).
+		var ce *Error
+		if c.want != "already exists" && !errors.As(err, &ce) {
+			t.Errorf("NewPlugin(%q, %q): %T is not a *config.Error", c.name, c.driver, err)
 		}
 	}
 }

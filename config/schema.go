@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -9,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // The schema is checked by walking the generic decoded document rather than
@@ -22,8 +19,12 @@ var (
 	supervisorKeys = []string{"bin_dir", "remote_dir", "state_dir", "api", "debounce", "max_wait", "mode", "poll",
 		"start_timeout", "drain_timeout", "snapshot_timeout", "restore_timeout", "stop_grace",
 		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
-		"max_frame", "keep_builds", "log_lines"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env"}
+		"max_frame", "keep_builds", "log_lines",
+		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
+		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
+		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit",
+		"config_check", "shutdown_timeout", "api_token_file"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink"}
 
@@ -39,13 +40,9 @@ type parser struct {
 
 func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error) {
 	base := absBase(baseDir)
-	var doc map[string]any
-	if _, err := toml.Decode(string(data), &doc); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Line: pe.Position.Line, Msg: "syntax: " + pe.Message, Err: err}
-		}
-		return nil, &Error{File: file, Msg: err.Error(), Err: err}
+	doc, err := decodeDoc(data, file)
+	if err != nil {
+		return nil, err
 	}
 	p := &parser{file: file, lines: locateKeys(string(data))}
 	cfg := &Config{Dir: base, Supervisor: DefaultSupervisor(), Plugins: map[string]*Plugin{}}
@@ -212,6 +209,25 @@ func (p *parser) strList(path []string, v any) ([]string, bool) {
 	return out, true
 }
 
+// envNames reads a list of environment variable names; an empty list is
+// empty, not nil (it overrides a default).
+func (p *parser) envNames(path []string, v any) ([]string, bool) {
+	names, ok := p.strList(path, v)
+	if !ok {
+		return nil, false
+	}
+	for i, n := range names {
+		if !envKeyRe.MatchString(n) {
+			p.errorf(child(path, index(i)), "%q is not an environment variable name (letters, digits and '_', not starting with a digit)", n)
+			return nil, false
+		}
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names, true
+}
+
 func (p *parser) strMap(path []string, v any) (map[string]string, bool) {
 	t, ok := p.table(path, v)
 	if !ok {
@@ -282,8 +298,10 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 		"snapshot_timeout": &s.SnapshotTimeout, "restore_timeout": &s.RestoreTimeout, "stop_grace": &s.StopGrace,
 		"heartbeat_interval": &s.HeartbeatInterval, "heartbeat_timeout": &s.HeartbeatTimeout,
 		"checkpoint_interval": &s.CheckpointInterval, "backoff_min": &s.BackoffMin, "backoff_max": &s.BackoffMax,
+		"call_timeout": &s.CallTimeout,
 	}
-	dirs := map[string]*string{"bin_dir": &s.BinDir, "remote_dir": &s.RemoteDir, "state_dir": &s.StateDir}
+	dirs := map[string]*string{"bin_dir": &s.BinDir, "remote_dir": &s.RemoteDir, "state_dir": &s.StateDir,
+		"api_tls_cert": &s.APITLSCert, "api_tls_key": &s.APITLSKey, "api_client_ca": &s.APIClientCA}
 	for _, k := range sortedKeys(t) {
 		kp, v := child(path, k), t[k]
 		if d, ok := durations[k]; ok {
@@ -303,7 +321,9 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 		switch k {
 		case "api":
 			if str, ok := p.str(kp, v); ok {
-				if err := checkAddr(str); err != nil {
+				if str == "" { // no HTTP API
+					s.API = ""
+				} else if err := checkAddr(str); err != nil {
 					p.errorf(kp, "%v", err)
 				} else {
 					s.API = str
@@ -332,6 +352,52 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			p.integer(kp, v, &s.KeepBuilds, 1, 1000, "builds")
 		case "log_lines":
 			p.integer(kp, v, &s.LogLines, 1, 10_000_000, "lines")
+		case "api_max_conns":
+			p.integer(kp, v, &s.APIMaxConns, 1, 1_000_000, "connections")
+		case "api_hosts":
+			if l, ok := p.strList(kp, v); ok {
+				for _, h := range l {
+					if h == "" || strings.ContainsAny(h, "/:@ \t") && net.ParseIP(h) == nil {
+						p.errorf(kp, "%q is not a host name — write names such as \"plugvisor.internal\" (no scheme, port or path)", h)
+					}
+				}
+				for i := range l {
+					l[i] = strings.ToLower(l[i])
+				}
+				s.APIHosts = l
+			}
+		case "queue_bytes":
+			p.integer(kp, v, &s.QueueBytes, MinQueueBytes, MaxQueueBytes, "bytes")
+		case "recv_queue_bytes":
+			p.integer(kp, v, &s.RecvQueueBytes, MinQueueBytes, MaxQueueBytes, "bytes")
+		case "fetch_max_bytes":
+			var n int
+			p.integer(kp, v, &n, 1<<20, MaxFetchMaxBytes, "bytes")
+			if n > 0 {
+				s.FetchMaxBytes = int64(n)
+			}
+		case "log_bytes_per_sec":
+			p.integer(kp, v, &s.LogBytesPerSec, 1024, 1<<30, "bytes per second")
+		case "log_lines_per_sec":
+			p.integer(kp, v, &s.LogLinesPerSec, 1, 10_000_000, "lines per second")
+		case "log_line_max":
+			p.integer(kp, v, &s.LogLineMax, 80, 1<<20, "bytes")
+		case "env_inherit":
+			if names, ok := p.envNames(kp, v); ok {
+				s.EnvInherit = names
+			}
+		case "config_check":
+			p.duration(kp, v, &s.ConfigCheck, true)
+		case "shutdown_timeout":
+			p.duration(kp, v, &s.ShutdownTimeout, false)
+		case "api_token_file":
+			if str, ok := p.str(kp, v); ok {
+				if str == "" {
+					p.errorf(kp, "want a file path (a mounted Secret), or leave the key out for <state_dir>/api.token")
+				} else {
+					s.APITokenFile = str
+				}
+			}
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
@@ -346,21 +412,59 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 	if s.BackoffMax.Duration < s.BackoffMin.Duration {
 		p.errorf(child(path, "backoff_max"), "%v is shorter than backoff_min (%v)", s.BackoffMax, s.BackoffMin)
 	}
-	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir} {
+	if (s.APITLSCert == "") != (s.APITLSKey == "") {
+		p.errorf(child(path, "api_tls_key"), "api_tls_cert and api_tls_key go together — set both (PEM files) to serve the API over TLS, or neither")
+	}
+	if s.APIClientCA != "" && s.APITLSCert == "" {
+		p.errorf(child(path, "api_client_ca"), "client certificates need TLS — set api_tls_cert and api_tls_key too")
+	}
+	if s.ShutdownTimeout.Duration < s.StopGrace.Duration {
+		p.errorf(child(path, "shutdown_timeout"), "%v is shorter than stop_grace (%v) — a clean stop gives every plugin its grace", s.ShutdownTimeout, s.StopGrace)
+	}
+	if s.APITokenFile != "" {
+		if abs, err := expandPath(s.APITokenFile, base); err == nil {
+			s.APITokenFile = abs
+		}
+	}
+	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir, &s.APITLSCert, &s.APITLSKey, &s.APIClientCA} {
+		if *d == "" {
+			continue
+		}
 		if abs, err := expandPath(*d, base); err == nil {
 			*d = abs
 		}
 	}
+	if rest, ok := strings.CutPrefix(s.API, UnixScheme); ok {
+		if abs, err := expandPath(rest, base); err == nil {
+			s.API = UnixScheme + abs
+		}
+	}
 }
 
-// checkAddr accepts "host:port" with a numeric port (host may be empty).
+// UnixScheme prefixes an API address that is a Unix socket path.
+const UnixScheme = "unix://"
+
+// maxUnixPath is the longest socket path Linux and macOS accept (sun_path).
+const maxUnixPath = 103
+
+// checkAddr accepts "host:port" with a numeric port (host may be empty) or
+// "unix://PATH".
 func checkAddr(s string) error {
+	if rest, ok := strings.CutPrefix(s, UnixScheme); ok {
+		switch {
+		case rest == "":
+			return fmt.Errorf("%q names no socket — write \"unix:///run/plugvisor/api.sock\"", s)
+		case len(rest) > maxUnixPath:
+			return fmt.Errorf("%q: a socket path is limited to %d bytes — pick a shorter one", s, maxUnixPath)
+		}
+		return nil
+	}
 	_, port, err := net.SplitHostPort(s)
 	if err == nil {
 		_, err = strconv.ParseUint(port, 10, 16)
 	}
 	if err != nil {
-		return fmt.Errorf("%q is not a listen address — write host:port, e.g. \"127.0.0.1:9081\" or \":9081\"", s)
+		return fmt.Errorf("%q is not a listen address — write host:port, e.g. \"127.0.0.1:9081\", or \"unix:///path/api.sock\"", s)
 	}
 	return nil
 }
@@ -411,6 +515,22 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 			if m, ok := p.strMap(kp, v); ok {
 				pl.Env = m
 			}
+		case "submodules":
+			if b, ok := v.(bool); ok {
+				pl.Submodules = b
+			} else {
+				p.errorf(kp, "want true or false, got %s", tomlType(v))
+			}
+		case "env_inherit":
+			if names, ok := p.envNames(kp, v); ok {
+				pl.EnvInherit = names
+			}
+		case "required":
+			if b, ok := v.(bool); ok {
+				pl.Optional = !b
+			} else {
+				p.errorf(kp, "want true or false (false: /readyz does not wait for this plugin), got %s", tomlType(v))
+			}
 		default:
 			p.unknown(kp, pluginKeys)
 		}
@@ -432,6 +552,9 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 	}
 	if kind == KindRemote && pl.Update == "" {
 		pl.Update = UpdateManual
+	}
+	if pl.Submodules && kind != KindRemote {
+		p.errorf(child(path, "submodules"), "applies only to remote (go-getter) drivers; this driver is %s", kind)
 	}
 	if pl.Checksum != "" && kind != KindBinary && kind != KindRemote {
 		p.errorf(child(path, "checksum"), "applies only to binary and remote drivers; this driver is %s", kind)

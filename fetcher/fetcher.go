@@ -39,6 +39,24 @@ type Options struct {
 	// downloaded file or archive; go-getter refuses it for a directory
 	// source such as a git repository (pin those with ?ref= instead).
 	Checksum string
+	// MaxBytes caps what one fetch may write (the fetched tree, and each
+	// downloaded file); over it the transfer is stopped and the fetch
+	// fails. 0 means DefaultMaxBytes.
+	MaxBytes int64
+	// Submodules lets a git source's submodules be fetched (recursively);
+	// by default they are not, so a repository cannot make the daemon
+	// fetch other URLs.
+	Submodules bool
+}
+
+// DefaultMaxBytes is the fetch size cap unless configured otherwise.
+const DefaultMaxBytes = 512 << 20
+
+func (o Options) maxBytes() int64 {
+	if o.MaxBytes <= 0 {
+		return DefaultMaxBytes
+	}
+	return o.MaxBytes
 }
 
 // Result describes a successful Fetch.
@@ -55,6 +73,9 @@ type Result struct {
 	// before (true on the first fetch). When false the previous tree is kept
 	// as it was and the fresh download is discarded.
 	Changed bool
+	// SkippedSubmodules reports a git source with submodules that were not
+	// fetched (Options.Submodules is off).
+	SkippedSubmodules bool
 }
 
 // validName keeps plugin names to one plain path element; a leading dot
@@ -111,7 +132,7 @@ func Fetch(ctx context.Context, plugin, src string, opts Options) (*Result, erro
 	defer os.RemoveAll(staging)
 	tree := filepath.Join(staging, "tree")
 
-	usedGit, err := download(ctx, full, tree)
+	usedGit, skipped, err := download(ctx, full, tree, opts)
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, fail(fmt.Errorf("%w (%v)", cerr, err))
@@ -127,7 +148,7 @@ func Fetch(ctx context.Context, plugin, src string, opts Options) (*Result, erro
 		return nil, fail(err)
 	}
 	prev := previousRev(ctx, target, isGit)
-	res := &Result{Plugin: plugin, Dir: target, Rev: rev, Changed: prev != rev}
+	res := &Result{Plugin: plugin, Dir: target, Rev: rev, Changed: prev != rev, SkippedSubmodules: skipped}
 	if !res.Changed {
 		return res, nil
 	}
@@ -281,12 +302,20 @@ func (r recorder) GetFile(ctx context.Context, req *getter.Request) error {
 }
 
 // download runs go-getter into tree (which must not exist: the git getter
-// would otherwise take its odd "update" path). It reports whether git did it.
-func download(ctx context.Context, src, tree string) (bool, error) {
-	gitG := &getter.GitGetter{Detectors: []getter.Detector{
+// would otherwise take its odd "update" path), within the size cap. It
+// reports whether git did it and whether it left submodules out.
+func download(ctx context.Context, src, tree string, o Options) (usedGit, skipped bool, err error) {
+	limit := o.maxBytes()
+	ctx, stop := watchSize(ctx, filepath.Dir(tree), limit)
+	defer func() {
+		if cerr := stop(); cerr != nil {
+			usedGit, err = false, cerr
+		}
+	}()
+	gitG := gitGetter{GitGetter: &getter.GitGetter{Detectors: []getter.Detector{
 		new(getter.GitHubDetector), new(getter.GitDetector),
 		new(getter.BitBucketDetector), new(getter.GitLabDetector),
-	}}
+	}}, submodules: o.Submodules, skipped: &skipped}
 	fileG := new(getter.FileGetter)
 	// Only getters that need neither cloud SDKs nor extra tools beyond git;
 	// ctx bounds every transfer, the timeouts are a backstop for a stalled
@@ -296,6 +325,11 @@ func download(ctx context.Context, src, tree string) (bool, error) {
 		XTerraformGetDisabled: true,
 		HeadFirstTimeout:      30 * time.Second,
 		ReadTimeout:           10 * time.Minute,
+		// go-getter cuts the body off at MaxBytes without an error: one
+		// byte more makes a cut-off download exceed the cap, which the
+		// size watch then reports instead of keeping a truncated file.
+		MaxBytes: limit + 1,
+		Client:   newCapClient(limit),
 	}
 	var used getter.Getter
 	client := &getter.Client{
@@ -303,7 +337,7 @@ func download(ctx context.Context, src, tree string) (bool, error) {
 			recorder{gitG, &used}, recorder{httpG, &used}, recorder{fileG, &used},
 		},
 		// Archive bombs: cap the entry count and each entry's size.
-		Decompressors:   getter.LimitedDecompressors(100_000, 4<<30),
+		Decompressors:   getter.LimitedDecompressors(100_000, limit),
 		DisableSymlinks: true,
 	}
 	req := &getter.Request{
@@ -318,12 +352,12 @@ func download(ctx context.Context, src, tree string) (bool, error) {
 	if err != nil {
 		var cerr *getter.ChecksumError
 		if errors.As(err, &cerr) {
-			return false, mismatch{cerr}
+			return false, false, mismatch{cerr}
 		}
 		if errors.Is(err, getter.ErrSymlinkCopy) {
-			return false, fmt.Errorf("%w; plugvisor refuses symlinks in fetched plugins", err)
+			return false, false, fmt.Errorf("%w; plugvisor refuses symlinks in fetched plugins", err)
 		}
-		return false, tidy{err}
+		return false, false, tidy{err}
 	}
 	if used == getter.Getter(fileG) {
 		// go-getter links a local folder instead of copying it; make it a
@@ -331,13 +365,13 @@ func download(ctx context.Context, src, tree string) (bool, error) {
 		if fi, err := os.Lstat(tree); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 			from, err := os.Readlink(tree)
 			if err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := os.Remove(tree); err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := copyTree(ctx, from, tree); err != nil {
-				return false, err
+				return false, false, err
 			}
 		}
 	}
@@ -346,11 +380,11 @@ func download(ctx context.Context, src, tree string) (bool, error) {
 		// Executable finds it.
 		if fi, err := os.Lstat(res.Dst); err == nil && fi.Mode().IsRegular() {
 			if err := os.Chmod(res.Dst, 0o755); err != nil {
-				return false, err
+				return false, false, err
 			}
 		}
 	}
-	return used == getter.Getter(gitG), nil
+	return used == getter.Getter(gitG), skipped, nil
 }
 
 // mismatch rewords go-getter's multi-line checksum error on one line and

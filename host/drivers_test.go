@@ -279,7 +279,7 @@ func TestRuntimePlugins(t *testing.T) {
 	}
 	found := false
 	for _, s := range hs.h.Symbols() {
-		found = found || s == Symbol{Plugin: "j", Kind: "function", Name: "compact"}
+		found = found || (s.Plugin == "j" && s.Kind == "function" && s.Name == "compact")
 	}
 	if !found {
 		t.Errorf("symbols %v lack j.compact", hs.h.Symbols())

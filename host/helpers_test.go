@@ -19,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"))
 }
 
 const wait = 60 * time.Second // generous deadline for builds on a loaded machine

@@ -10,9 +10,9 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -26,7 +26,6 @@ import (
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/sdk/python"
 	"github.com/plugvisor/plugvisor/supervisor"
-	"github.com/plugvisor/plugvisor/watcher"
 )
 
 // Options tune a Host.
@@ -43,6 +42,12 @@ type Options struct {
 	// (plugvisor dev): plugin output and failures already in an event are
 	// not logged again.
 	Streamed bool
+	// NoPipelines starts the plugins but not the config's pipelines
+	// (plugvisor validate learns the plugins' schemas this way).
+	NoPipelines bool
+	// ResetDamagedState moves a damaged state.db aside and starts with
+	// empty state (plugvisor run --reset-state); see supervisor.Options.
+	ResetDamagedState bool
 }
 
 // ErrNotRunning is returned by the calls that need Run to be running.
@@ -59,6 +64,7 @@ type Host struct {
 	applyMu  sync.Mutex // serialises Apply (config file watch and API)
 	workerWG sync.WaitGroup
 	pipes    pipelines
+	cfgw     configWatch // configwatch.go
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -98,9 +104,16 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		BackoffMax:         s.BackoffMax.Duration,
 		MaxFrame:           s.MaxFrame,
 		LogLines:           s.LogLines,
+		QueueBytes:         s.QueueBytes,
+		RecvQueueBytes:     s.RecvQueueBytes,
+		LogBytesPerSec:     s.LogBytesPerSec,
+		LogLinesPerSec:     s.LogLinesPerSec,
+		LogLineMax:         s.LogLineMax,
+		EnvInherit:         s.EnvInherit,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
 		QuietOutput:        o.Streamed,
+		ResetDamagedState:  o.ResetDamagedState,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
@@ -148,7 +161,9 @@ func (h *Host) Run(ctx context.Context) error {
 		firsts = append(firsts, w.first)
 	}
 	h.mu.Unlock()
-	h.pipes.sync(ctx, h, cfg.Pipelines)
+	if !h.opts.NoPipelines {
+		h.pipes.sync(ctx, h, cfg.Pipelines)
+	}
 	h.applyMu.Unlock()
 
 	go func() {
@@ -164,6 +179,11 @@ func (h *Host) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	cfgWatch.Wait()
+	// A clean stop: sources stop and what they emitted reaches the sinks
+	// before the plugins are checkpointed and stopped.
+	dctx, dcancel := context.WithTimeout(context.Background(), cfg.Supervisor.DrainTimeout.Duration)
+	h.pipes.drain(dctx)
+	dcancel()
 	h.pipes.stop()
 	h.mu.Lock()
 	ws := make([]*worker, 0, len(h.workers))
@@ -246,6 +266,9 @@ func (h *Host) workerOrErr(name string) (*worker, error) {
 func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	h.applyMu.Lock()
 	defer h.applyMu.Unlock()
+	if err := h.refuseIllTyped(cfg); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	old := h.cfg
 	runCtx := h.runCtx
@@ -293,7 +316,7 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("plugin %q: %w", n, err))
 		}
 	}
-	if ch.PipelinesChanged || len(ch.Removed) > 0 || len(ch.Added) > 0 {
+	if (ch.PipelinesChanged || len(ch.Removed) > 0 || len(ch.Added) > 0) && !h.opts.NoPipelines {
 		h.pipes.sync(runCtx, h, cfg.Pipelines)
 	}
 	err := errors.Join(errs...)
@@ -477,11 +500,16 @@ func (h *Host) Logs(name string, n int) ([]supervisor.LogLine, error) {
 	return p.Logs(n), nil
 }
 
-// Symbol is one symbol a running plugin offers.
+// Symbol is one symbol a running plugin offers, with the JSON Schemas it
+// announced (absent when it announced none): In and Out for a function,
+// Item for a source or a sink.
 type Symbol struct {
-	Plugin string `json:"plugin"`
-	Kind   string `json:"kind"` // source, sink or function
-	Name   string `json:"name"`
+	Plugin string          `json:"plugin"`
+	Kind   string          `json:"kind"` // source, sink or function
+	Name   string          `json:"name"`
+	In     json.RawMessage `json:"in,omitempty"`
+	Out    json.RawMessage `json:"out,omitempty"`
+	Item   json.RawMessage `json:"item,omitempty"`
 }
 
 // Symbols lists the symbols of every plugin, by plugin, kind and name.
@@ -489,14 +517,18 @@ func (h *Host) Symbols() []Symbol {
 	var out []Symbol
 	for _, p := range h.sup.Plugins() {
 		st := p.Status()
+		sym := func(kind, name string) Symbol {
+			ss := st.Symbols.Schemas[name]
+			return Symbol{Plugin: p.Name(), Kind: kind, Name: name, In: ss.In, Out: ss.Out, Item: ss.Item}
+		}
 		for _, s := range st.Symbols.Sources {
-			out = append(out, Symbol{p.Name(), "source", s})
+			out = append(out, sym("source", s))
 		}
 		for _, s := range st.Symbols.Sinks {
-			out = append(out, Symbol{p.Name(), "sink", s})
+			out = append(out, sym("sink", s))
 		}
 		for _, s := range st.Symbols.Functions {
-			out = append(out, Symbol{p.Name(), "function", s})
+			out = append(out, sym("function", s))
 		}
 	}
 	if out == nil {
@@ -527,50 +559,6 @@ func (h *Host) Gatherer() prometheus.Gatherer {
 		return g
 	}
 	return prometheus.DefaultGatherer
-}
-
-// watchConfig re-applies the config file when it changes; an invalid edit
-// is logged and published (config.applied with an error) and changes
-// nothing.
-func (h *Host) watchConfig(ctx context.Context, wg *sync.WaitGroup) error {
-	h.mu.Lock()
-	path, dir := h.cfg.Path, filepath.Dir(h.cfg.Path)
-	s := h.cfg.Supervisor
-	h.mu.Unlock()
-	wt, err := watcher.New(dir, watcher.Options{Debounce: s.Debounce.Duration, MaxWait: s.MaxWait.Duration, Poll: s.Poll,
-		Match: func(p string) bool { return p == path }})
-	if err != nil {
-		return fmt.Errorf("watch config %s: %w", path, err)
-	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := wt.Run(ctx); err != nil {
-			h.log.Warn().Err(err).Str("config", path).Msg("config watch stopped")
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for range wt.Batches() {
-			if ctx.Err() != nil {
-				continue
-			}
-			cfg, err := config.Load(path, h.reg)
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					continue // a rename save in progress; the new file comes next
-				}
-				h.log.Error().Err(err).Msg("config edit not applied")
-				h.sup.Publish(supervisor.Event{Type: supervisor.EventConfigApplied,
-					Error: fmt.Sprintf("%v (nothing changed; fix the file and save again)", err)})
-				continue
-			}
-			if err := h.Apply(ctx, cfg); err != nil {
-				h.log.Error().Err(err).Msg("config applied with errors")
-			}
-		}
-	}()
-	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

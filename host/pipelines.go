@@ -24,6 +24,8 @@ type runningPipeline struct {
 	spec   config.Pipeline
 	cancel context.CancelFunc
 	done   chan struct{}
+	health pipelineHealth // for /readyz: health.go
+	drain  chan struct{}  // closed: end cleanly (stop the source, deliver the rest)
 }
 
 func toSupervisor(p config.Pipeline) supervisor.Pipeline {
@@ -63,14 +65,16 @@ func (ps *pipelines) sync(ctx context.Context, h *Host, want []config.Pipeline) 
 		if _, ok := ps.running[p.Name]; ok {
 			continue
 		}
-		pctx, cancel := context.WithCancel(ctx)
-		r := &runningPipeline{spec: p, cancel: cancel, done: make(chan struct{})}
+		// Not cancelled with ctx: a clean stop drains first (drain), then
+		// stop cancels.
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r := &runningPipeline{spec: p, cancel: cancel, done: make(chan struct{}), drain: make(chan struct{})}
 		ps.running[p.Name] = r
 		ps.wg.Add(1)
 		go func() {
 			defer ps.wg.Done()
 			defer close(r.done)
-			h.runPipeline(pctx, p)
+			h.runPipeline(pctx, p, r)
 		}()
 	}
 }
@@ -88,11 +92,15 @@ func (ps *pipelines) stop() {
 
 // runPipeline keeps one pipeline running: until its plugins exist (their
 // first build may still run) and again after an error, it retries.
-func (h *Host) runPipeline(ctx context.Context, p config.Pipeline) {
+func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, r *runningPipeline) {
 	delay := 100 * time.Millisecond
+	sp := toSupervisor(p)
+	sp.Drain = r.drain
 	for {
-		err := h.sup.RunPipeline(ctx, toSupervisor(p))
-		if ctx.Err() != nil {
+		r.health.set(true, nil)
+		err := h.sup.RunPipeline(ctx, sp)
+		r.health.set(false, err)
+		if ctx.Err() != nil || isClosed(r.drain) {
 			return
 		}
 		if errors.Is(err, supervisor.ErrUnknownPlugin) {
@@ -103,6 +111,8 @@ func (h *Host) runPipeline(ctx context.Context, p config.Pipeline) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-r.drain:
 			return
 		case <-time.After(delay):
 		}

@@ -220,6 +220,7 @@ func (w *worker) base(s *supervisor.Spec) *supervisor.Spec {
 		env[k] = v
 	}
 	s.Env = env
+	s.EnvInherit = w.cfg.EnvInherit
 	return s
 }
 
@@ -446,10 +447,14 @@ func (w *worker) commandSpec(d config.Driver) (*supervisor.Spec, error) {
 func (w *worker) fetch(ctx context.Context) (*fetcher.Result, error) {
 	w.setActivity(supervisor.ActivityFetching)
 	defer w.setActivity(supervisor.ActivityIdle)
-	r, err := fetcher.Fetch(ctx, w.name, w.cfg.Resolved.URL, fetcher.Options{Dir: w.scfg().RemoteDir, Checksum: w.cfg.Checksum})
+	r, err := fetcher.Fetch(ctx, w.name, w.cfg.Resolved.URL, fetcher.Options{Dir: w.scfg().RemoteDir, Checksum: w.cfg.Checksum,
+		MaxBytes: w.scfg().FetchMaxBytes, Submodules: w.cfg.Submodules})
 	if err != nil {
 		w.sup().Publish(supervisor.Event{Type: supervisor.EventFetchFailed, Plugin: w.name, Error: err.Error()})
 		return nil, err
+	}
+	if r.SkippedSubmodules {
+		w.h.log.Warn().Str("plugin", w.name).Msg("the repository has submodules, not fetched: set submodules = true on the plugin to fetch them")
 	}
 	return r, nil
 }

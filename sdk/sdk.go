@@ -9,6 +9,11 @@
 //		})
 //	}
 //
+// The SDK announces a JSON Schema for each function's input and output
+// (from its signature) and for the items of each source or sink that
+// implements Typed, so hosts can check pipelines and typed handles before
+// anything runs.
+//
 // State lives in the plugin process, scoped per symbol instance; plugvisor
 // snapshots it on every swap and periodically, and restores it into the
 // next process, so a plugin keeps its state across reloads and crashes.

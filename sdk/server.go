@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/transport"
 )
 
@@ -100,6 +103,7 @@ func newServer(p Plugin, env Env) (*server, error) {
 		}
 		s.funcs[name] = f
 	}
+	s.man.Schemas = symbolSchemas(p, s.funcs)
 	if err := s.man.Validate(); err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", p.Name, err)
 	}
@@ -166,21 +170,37 @@ func (s *server) run(ctx context.Context) error {
 		case err := <-s.fatal:
 			return err
 		case <-ctl.Lost():
-			return errors.New("lost the control channel to the plugvisor host")
+			return s.hostGone(errors.New("lost the control channel to the plugvisor host"))
 		case <-s.heard:
 			missed = 0
 		case <-silent:
 			// The host pings every interval; three silent ones mean it is gone
 			// or wedged, and a plugin must not outlive its host.
 			if missed++; missed > 3 {
-				return errors.New("the plugvisor host stopped sending heartbeats")
+				return s.hostGone(errors.New("the plugvisor host stopped sending heartbeats"))
 			}
 		case <-parent:
 			if os.Getppid() != s.env.HostPID {
-				return fmt.Errorf("the plugvisor host (pid %d) is gone", s.env.HostPID)
+				return s.hostGone(fmt.Errorf("the plugvisor host (pid %d) is gone", s.env.HostPID))
 			}
 		}
 	}
+}
+
+// hostGone ends a plugin process whose host is gone together with what it
+// started in its process group: with no host, nothing else would (on
+// macOS there is no parent-death signal; on Linux it reaches only this
+// process). The reason goes to stderr first. In-process plugins
+// (WatchParent false) just return.
+func (s *server) hostGone(err error) error {
+	if s.env.WatchParent {
+		// The host held our stderr: with it gone a write would raise
+		// SIGPIPE and end us before the group is killed.
+		signal.Ignore(syscall.SIGPIPE)
+		fmt.Fprintf(os.Stderr, "plugin %s: %v; ending its process group\n", s.man.Name, err)
+		proc.KillOwnGroup()
+	}
+	return err
 }
 
 func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, []transport.Frame, error) {
@@ -546,8 +566,14 @@ func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) 
 	if err != nil {
 		f = failFrame(id, err, panicked)
 	}
-	if err := c.Send(s.ctx, f); err != nil && !errors.Is(err, transport.ErrClosed) {
-		s.fail(fmt.Errorf("function %s: %w", fn.name, err))
+	serr := c.Send(s.ctx, f)
+	if errors.Is(serr, transport.ErrTooLarge) {
+		// Only this call is wrong: answer it with an error naming the limit
+		// and keep serving (a failed Send queued nothing).
+		serr = c.Send(s.ctx, failFrame(id, tooLarge(fn.name, serr), false))
+	}
+	if serr != nil && !errors.Is(serr, transport.ErrClosed) {
+		s.fail(fmt.Errorf("function %s: %w", fn.name, serr))
 	}
 	if panicked {
 		// A panic may have left state half-written: end this process so the
@@ -556,6 +582,11 @@ func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) 
 		fmt.Fprintln(os.Stderr, err)
 		s.fail(fmt.Errorf("function %s: %s", fn.name, strings.SplitN(err.Error(), "\n", 2)[0]))
 	}
+}
+
+// tooLarge phrases a result over the frame limit for the caller.
+func tooLarge(fn string, err error) error {
+	return fmt.Errorf("function %s: answer not sent: %w — return less, or raise max_frame in the host's [supervisor] config", fn, err)
 }
 
 // protect runs f, turning a panic into an error that names it.

@@ -181,7 +181,7 @@ func TestCrashRestartsWithCheckpoint(t *testing.T) {
 	pid := a.Status().PID
 	events := sup.Subscribe(64)
 	defer events.Close()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := killPID(pid); err != nil {
 		t.Fatal(err)
 	}
 	// The other plugin serves on while a is down.

@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +31,9 @@ type Spec struct {
 	Build   string            // build id or checksum, for the status
 	InProc  *sdk.Plugin       // run inside the host over inproc:// (builtins in inproc mode)
 	Started func()            // called once the generation serves (the compiler re-points bin/<p>/current)
+	// EnvInherit names host variables passed on beyond the minimal set
+	// (baseEnv); nil takes Options.EnvInherit.
+	EnvInherit []string
 }
 
 // generation is one process of a plugin.
@@ -43,17 +44,15 @@ type generation struct {
 	man     transport.Manifest
 	ctl     *transport.Conn
 	calls   *transport.Conn
-	proc    *process
+	run     runner // the process, or the in-process plugin
 	started time.Time
-
-	inprocCancel context.CancelFunc
-	inprocDone   chan struct{}
 
 	dead      chan struct{} // closed once the process is gone (reaped)
 	deathMu   sync.Mutex
 	deathErr  error
 	forced    atomic.Bool // killed by a forced swap: unanswered calls go to the next generation
 	lastHeard atomic.Int64
+	refused   atomic.Pointer[string] // why a peer's hello was refused, if one was
 
 	reqs    waiters // control requests awaiting their reply
 	pending waiters // function calls awaiting their result
@@ -86,14 +85,16 @@ func (g *generation) address(ch string) (string, error) {
 	if g.spec.InProc != nil {
 		return "inproc://" + g.p.sup.sockDir + "/" + name, nil
 	}
-	path := filepath.Join(g.p.sup.sockDir, name)
-	if len(path) > 100 {
-		return "", fmt.Errorf("socket path %s is %d bytes, over the ~100-byte Unix limit: set a shorter state_dir or TMPDIR", path, len(path))
+	addr, path, err := ipcAddress(g.p.sup.sockDir, name)
+	if err != nil {
+		return "", err
 	}
-	g.connMu.Lock()
-	g.sockets = append(g.sockets, path)
-	g.connMu.Unlock()
-	return "ipc://" + path, nil
+	if path != "" {
+		g.connMu.Lock()
+		g.sockets = append(g.sockets, path)
+		g.connMu.Unlock()
+	}
+	return addr, nil
 }
 
 // listen opens a host-side channel of this generation.
@@ -102,7 +103,7 @@ func (g *generation) listen(ch string) (*transport.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := transport.Listen(addr, transport.Options{MaxFrame: g.p.sup.opts.MaxFrame})
+	c, err := transport.Listen(addr, transport.Options{MaxFrame: g.p.sup.opts.MaxFrame, RecvQueueBytes: g.p.sup.opts.RecvQueueBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +136,10 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	fail := func(err error) (*generation, error) {
 		g.kill(err)
 		g.retire(0)
+		if r := g.refused.Load(); r != nil {
+			// Say what went wrong, not that the wait ran out after it.
+			return nil, fmt.Errorf("%w: %s: handshake refused: %s (then: %w)", ErrStartFailed, p.name, *r, g.reason())
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrStartFailed, p.name, g.reason())
 	}
 	select {
@@ -147,8 +152,8 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	case <-ctx.Done():
 		return fail(fmt.Errorf("no handshake within %s (start_timeout)", p.sup.opts.StartTimeout))
 	}
-	if g.proc != nil {
-		p.logf(num, "started pid %d: %s %s", g.proc.pid, g.man.Name, g.man.Version)
+	if pid := g.pid(); pid != 0 {
+		p.logf(num, "started pid %d: %s %s", pid, g.man.Name, g.man.Version)
 	}
 	calls, err := g.listen("f")
 	if err != nil {
@@ -164,56 +169,41 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	return g, nil
 }
 
-// launch starts the process (or the in-process builtin) and its reaper.
+// launch starts the generation's runner and its reaper.
 func (g *generation) launch(token string) error {
 	p := g.p
-	if g.spec.InProc != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		g.inprocCancel = cancel
-		g.inprocDone = make(chan struct{})
-		env := sdk.Env{Control: g.ctl.Addr(), Token: token, MaxFrame: p.sup.opts.MaxFrame}
-		plug := *g.spec.InProc
-		go func() {
-			defer close(g.inprocDone)
-			err := sdk.ServeEnv(ctx, plug, env)
-			if err != nil && !errors.Is(err, context.Canceled) {
-				g.kill(fmt.Errorf("%w: in-process plugin ended: %w", ErrCrashed, err))
-			}
-		}()
-		go func() {
-			<-g.inprocDone
-			g.kill(fmt.Errorf("%w: in-process plugin ended", ErrCrashed))
-			close(g.dead)
-		}()
-		return nil
-	}
-	env := g.environ(token)
-	proc, err := startProcess(g.spec.Path, g.spec.Args, env, g.spec.Dir, func(stream, line string) {
-		p.output(g.num, stream, line)
-	})
-	if err != nil {
+	tag := p.sup.tag(p.short, g.num)
+	rs := runSpec{spec: g.spec, env: g.environ(token, tag), tag: tag,
+		sdkEnv: sdk.Env{Control: g.ctl.Addr(), Token: token, MaxFrame: p.sup.opts.MaxFrame},
+		out:    p.outputOf(g.num)}
+	r := p.sup.newRunner(rs)
+	if err := r.start(); err != nil {
 		return err
 	}
-	g.proc = proc
+	g.run = r
+	if pid := r.pid(); pid != 0 {
+		p.sup.recordProc(tag, pid)
+	}
 	go func() {
-		<-proc.exited
-		g.kill(fmt.Errorf("%w: %s", ErrCrashed, proc.describe()))
+		<-r.done()
+		g.kill(fmt.Errorf("%w: %s", ErrCrashed, r.describe()))
+		p.sup.forgetProc(tag)
 		close(g.dead)
 	}()
 	return nil
 }
 
-// environ decides the child's environment explicitly: the host's, minus
-// anything of ours, then the user's, then ours last so nothing overrides
-// the token or addresses (go-plugin #162).
-func (g *generation) environ(token string) []string {
+// environ decides the child's environment explicitly: the minimal set
+// and the names in env_inherit from the host's, then the plugin's env,
+// then ours last so nothing overrides the token or addresses (go-plugin
+// #162). Nothing else of the host's (its secrets) reaches a plugin.
+func (g *generation) environ(token, tag string) []string {
 	p := g.p
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PLUGVISOR_") {
-			env = append(env, kv)
-		}
+	inherit := g.spec.EnvInherit
+	if inherit == nil {
+		inherit = p.sup.opts.EnvInherit
 	}
+	env := baseEnv(os.Environ(), inherit)
 	keys := make([]string, 0, len(g.spec.Env))
 	for k := range g.spec.Env {
 		keys = append(keys, k)
@@ -230,6 +220,7 @@ func (g *generation) environ(token string) []string {
 		transport.EnvGeneration+"="+strconv.Itoa(g.num),
 		transport.EnvHostPID+"="+strconv.Itoa(os.Getpid()),
 		transport.EnvMaxFrame+"="+strconv.Itoa(p.sup.opts.MaxFrame),
+		envTag+"="+tag,
 	)
 }
 
@@ -241,11 +232,8 @@ func (g *generation) kill(reason error) {
 		g.deathErr = reason
 	}
 	g.deathMu.Unlock()
-	if g.proc != nil {
-		g.proc.signal(9)
-	}
-	if g.inprocCancel != nil {
-		g.inprocCancel()
+	if g.run != nil {
+		g.run.kill()
 	}
 }
 
@@ -323,10 +311,14 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 	}
 	if subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
 		g.p.logf(g.num, "refused a peer with a wrong token")
+		why := "the plugin presented a wrong token (PLUGVISOR_TOKEN is not the one this host gave it)"
+		g.refused.Store(&why)
 		return false, g.ctl.Send(context.Background(), refuse("wrong token"))
 	}
 	if hello.Protocol != transport.Version {
-		return false, fmt.Errorf("speaks protocol %d, this host speaks %d", hello.Protocol, transport.Version)
+		why := fmt.Sprintf("wrong protocol version: the plugin speaks protocol %d, this host speaks %d (rebuild it against this plugvisor's SDK)", hello.Protocol, transport.Version)
+		g.refused.Store(&why)
+		return false, errors.New(why)
 	}
 	if err := hello.Manifest.Validate(); err != nil {
 		return false, err
@@ -495,16 +487,10 @@ func (g *generation) retire(grace time.Duration) {
 		_ = g.ctl.Send(ctx, transport.Frame{Type: transport.Shutdown})
 		cancel()
 	}
-	if g.proc != nil {
-		g.proc.stop(grace)
-	} else if g.inprocDone != nil {
-		select {
-		case <-g.inprocDone:
-		case <-time.After(grace):
-		}
-		g.inprocCancel()
+	if g.run != nil {
+		stopRunner(g.run, grace)
+		<-g.dead
 	}
-	<-g.dead
 	g.closeConns()
 }
 
@@ -522,8 +508,8 @@ func (g *generation) closeConns() {
 }
 
 func (g *generation) pid() int {
-	if g.proc != nil {
-		return g.proc.pid
+	if g.run != nil {
+		return g.run.pid()
 	}
 	return 0
 }

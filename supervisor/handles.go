@@ -16,6 +16,9 @@ import (
 // A function's own error is a *CallError; a crash during the call wraps
 // ErrCrashed.
 func (p *Plugin) Call(ctx context.Context, fn string, input []byte) ([]byte, error) {
+	if err := p.checkInput(fn, input); err != nil {
+		return nil, err
+	}
 	for {
 		g, err := p.acquire(ctx, fn)
 		if err != nil {
@@ -71,8 +74,10 @@ func (b *binding) waitMark(ctx context.Context, id uint64) error {
 
 // Subscription receives a source's items, in order, across swaps.
 //
-// Items pass through a host queue of buf items: the source's reader fills
-// it, a pump empties it into C. When the queue is full the reader waits,
+// Items pass through a host queue of buf items and at most
+// Options.QueueBytes bytes (an item larger than that passes alone): the
+// source's reader fills it, a pump empties it into C. When the queue is
+// full the reader waits,
 // and the source is pushed back — except while a swap drains the source:
 // then the queue takes everything up to the end-of-stream marker, so a
 // slow consumer never stalls a swap (the excess is bounded by what the
@@ -86,12 +91,19 @@ type Subscription struct {
 	seq  uint64 // written by one reader at a time
 
 	buf      int
+	maxBytes int
 	qmu      sync.Mutex
 	q        []Item
+	bytes    int           // cost of the items queued or held by the pump, not yet in C
+	waiting  bool          // the reader waits for space
 	space    chan struct{} // closed and replaced when the pump takes items
 	wake     chan struct{} // tells the pump there are items
 	draining atomic.Bool
 }
+
+// itemCost is what an item counts against a byte bound: its data and
+// the bookkeeping around it, so that even empty items are bounded.
+func itemCost(data []byte) int { return len(data) + 64 }
 
 // C delivers the items. It is never closed while the subscription lives;
 // a slow reader slows the source down (push-back), it loses nothing.
@@ -117,12 +129,16 @@ func (s *Subscription) setDraining(on bool) {
 	s.qmu.Unlock()
 }
 
-// deliver queues an item; false once the subscription is closed.
-func (s *Subscription) deliver(it Item) bool {
+// deliver queues an item; false once the subscription is closed, or gone
+// closes first (the binding is torn down: the item is after the last
+// checkpoint, and the next generation emits it again).
+func (s *Subscription) deliver(it Item, gone <-chan struct{}) bool {
+	cost := itemCost(it.Data)
 	for {
 		s.qmu.Lock()
-		if len(s.q) < s.buf || s.draining.Load() {
+		if s.bytes == 0 || s.draining.Load() || len(s.q) < s.buf && s.bytes+cost <= s.maxBytes {
 			s.q = append(s.q, it)
+			s.bytes += cost
 			if len(s.q) == 1 {
 				select {
 				case s.wake <- struct{}{}:
@@ -132,13 +148,25 @@ func (s *Subscription) deliver(it Item) bool {
 			s.qmu.Unlock()
 			return true
 		}
+		s.waiting = true
 		sp := s.space
 		s.qmu.Unlock()
 		select {
 		case <-sp:
 		case <-s.done:
 			return false
+		case <-gone:
+			return false
 		}
+	}
+}
+
+// release wakes a reader waiting for space; qmu held.
+func (s *Subscription) release() {
+	if s.waiting {
+		s.waiting = false
+		close(s.space)
+		s.space = make(chan struct{})
 	}
 }
 
@@ -149,8 +177,7 @@ func (s *Subscription) pump() {
 		s.qmu.Lock()
 		batch, s.q = s.q, batch[:0]
 		if len(batch) > 0 {
-			close(s.space)
-			s.space = make(chan struct{})
+			s.release()
 		}
 		s.qmu.Unlock()
 		if len(batch) == 0 {
@@ -167,6 +194,10 @@ func (s *Subscription) pump() {
 			case <-s.done:
 				return
 			}
+			s.qmu.Lock()
+			s.bytes -= itemCost(it.Data)
+			s.release()
+			s.qmu.Unlock()
 		}
 		clear(batch)
 	}
@@ -181,10 +212,11 @@ func (p *Plugin) Subscribe(ctx context.Context, symbol, name string, buf int) (*
 	}
 	inst := &instance{id: "source/" + symbol + "/" + name, kind: transport.KindSource, symbol: symbol}
 	sub := &Subscription{p: p, inst: inst, c: make(chan Item), done: make(chan struct{}),
-		buf: buf, space: make(chan struct{}), wake: make(chan struct{}, 1)}
+		buf: buf, maxBytes: p.sup.opts.QueueBytes, space: make(chan struct{}), wake: make(chan struct{}, 1)}
 	inst.sub = sub
 	go sub.pump()
 	if err := p.attach(ctx, inst); err != nil {
+		close(sub.done) // ends the pump
 		return nil, err
 	}
 	return sub, nil
@@ -195,12 +227,14 @@ func (p *Plugin) Subscribe(ctx context.Context, symbol, name string, buf int) (*
 // redelivers them to the next generation (at-least-once); a planned swap
 // delivers each exactly once.
 type SinkWriter struct {
-	p      *Plugin
-	inst   *instance
-	window int
+	p        *Plugin
+	inst     *instance
+	window   int
+	maxBytes int // Options.QueueBytes: the window in bytes
 
 	mu    sync.Mutex // orders writes and guards the queue and conn
 	queue []sinkItem // unacknowledged items, in order
+	bytes int        // their cost (itemCost)
 	seq   uint64
 	sent  uint64 // highest seq sent on conn
 	// seqPublished mirrors seq for the ack reader, which must not take mu.
@@ -217,13 +251,14 @@ type sinkItem struct {
 }
 
 // OpenSink opens instance name of sink symbol. window bounds the items
-// written but not yet acknowledged; Write waits when it is full.
+// written but not yet acknowledged, Options.QueueBytes their bytes (an
+// item larger than that is let in alone); Write waits when either is full.
 func (p *Plugin) OpenSink(ctx context.Context, symbol, name string, window int) (*SinkWriter, error) {
 	if window <= 0 {
 		window = 1024
 	}
 	inst := &instance{id: "sink/" + symbol + "/" + name, kind: transport.KindSink, symbol: symbol}
-	w := &SinkWriter{p: p, inst: inst, window: window}
+	w := &SinkWriter{p: p, inst: inst, window: window, maxBytes: p.sup.opts.QueueBytes}
 	inst.sink = w
 	if err := p.attach(ctx, inst); err != nil {
 		return nil, err
@@ -234,6 +269,7 @@ func (p *Plugin) OpenSink(ctx context.Context, symbol, name string, window int) 
 // Write queues a JSON item for the sink. It returns once the item is
 // accepted by the host's bounded queue; from then on it is delivered.
 func (w *SinkWriter) Write(ctx context.Context, item []byte) error {
+	cost := itemCost(item)
 	for {
 		acked, ch := w.acked.load()
 		w.mu.Lock()
@@ -242,7 +278,7 @@ func (w *SinkWriter) Write(ctx context.Context, item []byte) error {
 			return ErrStopped
 		}
 		w.trim(acked)
-		if len(w.queue) < w.window {
+		if len(w.queue) == 0 || len(w.queue) < w.window && w.bytes+cost <= w.maxBytes {
 			break
 		}
 		w.mu.Unlock()
@@ -256,6 +292,7 @@ func (w *SinkWriter) Write(ctx context.Context, item []byte) error {
 	w.seq++
 	atomic.StoreUint64(&w.seqPublished, w.seq)
 	w.queue = append(w.queue, sinkItem{seq: w.seq, data: item})
+	w.bytes += cost
 	w.sendPending(ctx)
 	return nil
 }
@@ -264,6 +301,7 @@ func (w *SinkWriter) Write(ctx context.Context, item []byte) error {
 func (w *SinkWriter) trim(acked uint64) {
 	i := 0
 	for i < len(w.queue) && w.queue[i].seq <= acked {
+		w.bytes -= itemCost(w.queue[i].data)
 		i++
 	}
 	if i > 0 {
@@ -407,7 +445,7 @@ func (p *Plugin) readSource(sub *Subscription, b *binding) {
 				b.items.Add(1)
 				// Closed: the source is being stopped; read on to its end of
 				// stream so it can finish.
-				if sub.deliver(Item{Seq: sub.seq, Generation: b.g.num, Data: f.Payload}) {
+				if sub.deliver(Item{Seq: sub.seq, Generation: b.g.num, Data: f.Payload}, b.conn.Done()) {
 					p.metrics.item(p.name, sub.inst.symbol, "out")
 				}
 			case transport.Checkpoint:

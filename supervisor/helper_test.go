@@ -35,8 +35,8 @@ func TestMain(m *testing.M) {
 	}
 	goleak.VerifyTestMain(m,
 		// The spawner's OS thread lives as long as the host, by design.
-		goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"),
-		goleak.IgnoreAnyFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"),
+		goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"),
+		goleak.IgnoreAnyFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"),
 	)
 }
 
@@ -59,7 +59,9 @@ func helperPlugin() sdk.Plugin {
 				time.Sleep(time.Duration(ms) * time.Millisecond)
 				return nil
 			},
-			"big": func(n int) (string, error) { return strings.Repeat("x", n), nil },
+			"big":     func(n int) (string, error) { return strings.Repeat("x", n), nil },
+			"emitted": func() (int64, error) { return hugeEmitted.Load(), nil },
+			"getenv":  func(k string) (string, error) { return os.Getenv(k), nil },
 			"fill": func(ctx context.Context, n int) error {
 				st := sdk.StateOf(ctx)
 				for i := 0; i < n; i++ {
@@ -70,8 +72,9 @@ func helperPlugin() sdk.Plugin {
 				return nil
 			},
 		},
-		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }, "blob": func() sdk.Source { return &blob{} }},
-		Sinks:   map[string]sdk.NewSink{"collect": func() sdk.Sink { return &collect{} }},
+		Sources: map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }, "blob": func() sdk.Source { return &blob{} },
+			"huge": func() sdk.Source { return &huge{} }},
+		Sinks: map[string]sdk.NewSink{"collect": func() sdk.Sink { return &collect{} }, "stuck": func() sdk.Sink { return &stuck{} }},
 	}
 	if os.Getenv("PV_TEST_NO_COUNT") != "" {
 		delete(p.Functions, "count")
@@ -213,12 +216,17 @@ func runHelper(mode string) int {
 		p := helperPlugin()
 		p.Name = "bad name!"
 		return serve(p, env)
-	case "wrong-version", "garbage", "oversized":
+	case "wrong-version", "garbage", "oversized", "wrong-token-stay":
 		return rawPlugin(mode, env)
 	case "host":
 		return runHost()
 	case "host-swap":
 		return runHostSwap()
+	case "host-huge":
+		return runHostHuge()
+	}
+	if code, ok := osHelper(mode, env); ok {
+		return code
 	}
 	fmt.Fprintln(os.Stderr, "helper: unknown mode", mode)
 	return 2
@@ -250,12 +258,19 @@ func rawPlugin(mode string, env sdk.Env) int {
 	if mode == "wrong-version" {
 		hello[0] = 7
 	}
+	if mode == "wrong-token-stay" { // a peer that is refused and does not hang up
+		hello = transport.AppendFrame(nil, transport.Frame{Type: transport.Hello,
+			Payload: transport.JSON(transport.HelloMsg{Protocol: transport.Version, Token: "stolen", Manifest: man})})
+	}
 	if err := sock.Send(hello); err != nil {
 		return 1
 	}
 	reply, err := sock.Recv()
 	if err != nil || len(reply) < 2 || transport.Type(reply[1]) != transport.Welcome {
 		fmt.Fprintln(os.Stderr, "raw: refused")
+		if mode == "wrong-token-stay" {
+			select {}
+		}
 		return 1
 	}
 	switch mode {

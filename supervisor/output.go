@@ -20,12 +20,21 @@ type OutputLine struct {
 // fall behind before it loses the oldest lines (Dropped counts them).
 func (s *Supervisor) FollowOutput(buf int) *Feed[OutputLine] { return s.output.subscribe(buf) }
 
-// record keeps a line in the plugin's ring, hands it to followers and
-// logs it: a structured log line of the plugin's with its own level and
-// fields (JSON in run mode, not JSON inside a string).
+// record keeps a note of the supervisor's in the plugin's ring, hands it
+// to followers and logs it. Plugin output takes outputOf's path (cut,
+// rate-limited), which calls follow and logLine for the lines it admits.
 func (p *Plugin) record(l LogLine) {
 	p.logs.add(l)
-	p.sup.output.publish(OutputLine{Plugin: p.name, LogLine: l})
+	p.follow(l)
+	p.logLine(l)
+}
+
+// follow hands a line to FollowOutput's subscribers.
+func (p *Plugin) follow(l LogLine) { p.sup.output.publish(OutputLine{Plugin: p.name, LogLine: l}) }
+
+// logLine logs a line: a structured log line of the plugin's with its own
+// level and fields (JSON in run mode, not JSON inside a string).
+func (p *Plugin) logLine(l LogLine) {
 	if p.sup.opts.QuietOutput && l.Stream != "plugvisor" {
 		return
 	}

@@ -14,13 +14,18 @@ import (
 // reaches followers as printed.
 func TestRecordLogsPluginLinesAsJSON(t *testing.T) {
 	var buf bytes.Buffer
-	log := zerolog.New(&buf).With().Str("plugin", "demo").Logger()
-	s := &Supervisor{}
-	p := &Plugin{sup: s, name: "demo", logs: newRing(10), log: log}
+	log := zerolog.New(&buf)
+	s, err := New(Options{StateDir: t.TempDir(), Logger: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.store.close()
+	p := newPlugin(s, "demo", Spec{})
+	out := p.outputOf(3)
 	feed := s.FollowOutput(4)
 	defer feed.Close()
 	line := `{"level":"warn","plugin":"demo","generation":3,"free_mb":3,"time":"2026-01-02T03:04:05Z","message":"disk low"}`
-	p.output(3, "stderr", line)
+	out("stderr", line)
 	var got map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
 		t.Fatalf("not one JSON object: %v\n%s", err, buf.String())
@@ -35,7 +40,7 @@ func TestRecordLogsPluginLinesAsJSON(t *testing.T) {
 		t.Fatalf("followed %+v", l)
 	}
 	buf.Reset()
-	p.output(3, "stdout", "plain")
+	out("stdout", "plain")
 	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got["message"] != "plain" || got["level"] != "info" {
 		t.Fatalf("plain line logged as %s", buf.String())
 	}

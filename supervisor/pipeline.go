@@ -20,6 +20,10 @@ type Pipeline struct {
 	Source    Ref
 	Functions []Ref
 	Sink      Ref
+	// Drain, when closed, ends the pipeline cleanly: the source is
+	// stopped, every item it emitted passes the stages into the sink, the
+	// sink is flushed, and RunPipeline returns nil (a clean shutdown).
+	Drain <-chan struct{}
 }
 
 // RunPipeline runs pl until ctx ends. It survives swaps and restarts of
@@ -29,6 +33,9 @@ type Pipeline struct {
 // error the function itself returns drops that item, with a log line and a
 // pipeline.dropped event.
 func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) error {
+	if err := s.CheckPipeline(ctx, pl); err != nil { // types first: nothing runs ill-typed
+		return err
+	}
 	src, err := s.Plugin(pl.Source.Plugin)
 	if err != nil {
 		return fmt.Errorf("pipeline %s: source: %w", pl.Name, err)
@@ -57,6 +64,7 @@ func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) error {
 			_ = w.Close(cctx)
 		}()
 	}
+	var seen uint64 // Seq of the last item taken
 	sub, err := src.Subscribe(ctx, pl.Source.Symbol, pl.Name, 64)
 	if err != nil {
 		return fmt.Errorf("pipeline %s: subscribe to %s: %w", pl.Name, pl.Source, err)
@@ -66,12 +74,24 @@ func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) error {
 		defer cancel()
 		_ = sub.Close(cctx)
 	}()
+	drain, draining, last := pl.Drain, false, uint64(0)
 	for {
 		var it Item
+		if draining && seen >= last {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-drain:
+			drain = nil
+			if last, err = sub.StopSource(ctx); err != nil {
+				return fmt.Errorf("pipeline %s: draining: %w", pl.Name, err)
+			}
+			draining = true
+			continue
 		case it = <-sub.C():
+			seen = it.Seq
 		}
 		data, ok := s.stages(ctx, pl, fns, it.Data)
 		if !ok {

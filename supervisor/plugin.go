@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ type Plugin struct {
 	name    string
 	short   string
 	logs    *ring
+	out     *outputLimiter // output on its way to the daemon's log
 	log     zerolog.Logger
 	metrics *metrics
 
@@ -62,11 +64,15 @@ type Plugin struct {
 }
 
 func newPlugin(s *Supervisor, name string, spec Spec) *Plugin {
+	// Socket names start with short: the name's head for people reading
+	// the socket dir, and a number that keeps it unique whatever the length.
+	s.seq++
 	short := name
-	if len(short) > 16 {
-		short = short[:16]
+	if len(short) > 8 {
+		short = short[:8]
 	}
-	p := &Plugin{sup: s, name: name, short: short, spec: spec, logs: newRing(s.opts.LogLines),
+	short += "." + strconv.Itoa(s.seq)
+	p := &Plugin{sup: s, name: name, short: short, spec: spec, logs: newRing(s.opts.LogLines), out: newOutputLimiter(s.opts),
 		log: s.log.With().Str("plugin", name).Logger(), metrics: s.metrics,
 		wake: make(chan struct{}), state: StateStarting, activity: ActivityIdle,
 		fns: map[string]bool{}, instances: map[string]*instance{},
@@ -520,7 +526,7 @@ func (p *Plugin) Status() Status {
 	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: p.state, Activity: p.activity,
 		Generation: p.served, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
 		LastError: p.lastErr, LastReload: p.lastReload,
-		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions)}}
+		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions), Schemas: p.man.Schemas}}
 	if p.paused {
 		st.Activity = ActivitySwapping
 	}
@@ -545,9 +551,6 @@ func nonNil(s []string) []string {
 
 // Logs returns up to n of the plugin's last output lines, oldest first.
 func (p *Plugin) Logs(n int) []LogLine { return p.logs.last(n) }
-
-// output records a line the plugin printed.
-func (p *Plugin) output(gen int, stream, line string) { p.record(newLine(gen, stream, line)) }
 
 // logf records a note of the supervisor's about this plugin.
 func (p *Plugin) logf(gen int, format string, args ...any) {

@@ -7,47 +7,27 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/plugvisor/plugvisor/internal/proc"
 )
 
-// spawner starts every child from one OS thread that lives as long as the
-// host: the parent-death signal fires when the thread that forked the child
-// exits, not the process (golang/go#27505), so that thread must never exit.
-var spawner struct {
-	once sync.Once
-	reqs chan spawnReq
-}
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func startCmd(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: see spawner
-			for r := range spawner.reqs {
-				r.done <- r.cmd.Start()
-			}
-		}()
-	})
-	r := spawnReq{cmd: cmd, done: make(chan error, 1)}
-	spawner.reqs <- r
-	return <-r.done
-}
-
-// process is one plugin child: its own process group, output captured
-// line by line, always reaped.
+// process runs a generation as a child process: its own process group
+// (a job on Windows), output captured line by line, always reaped. Its end
+// is the leader's wait status, never the EOF of its pipes: a descendant
+// may hold them open forever.
 type process struct {
-	cmd    *exec.Cmd
-	pid    int
-	exited chan struct{} // closed once reaped
+	path string
+	args []string
+	env  []string
+	dir  string
+	tag  string   // generation tag in env, to find descendants that left the group
+	out  lineSink // receives each output line
+
+	grp    *proc.Group
+	exited chan struct{} // closed once reaped, the group killed and output cut off
 	err    error         // exit status, valid after exited
 	tail   *tail         // last lines of stderr, for start-failure messages
 }
@@ -55,41 +35,67 @@ type process struct {
 // lineSink receives each output line of a plugin.
 type lineSink func(stream string, line string)
 
-func startProcess(path string, args, env []string, dir string, out lineSink) (*process, error) {
-	cmd := &exec.Cmd{Path: path, Args: append([]string{path}, args...), Env: env, Dir: dir}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+// outputDrain is how long output readers may run on after the process
+// exited, to catch its last words; then they are cut off, whatever still
+// holds the pipes.
+const outputDrain = 200 * time.Millisecond
+
+// tieToHost makes children die with the host (parent-death signal on
+// Linux). Tests turn it off to exercise the SDK's watchdog as on macOS.
+var tieToHost = true
+
+func (p *process) start() error {
+	cmd := &exec.Cmd{Path: p.path, Args: append([]string{p.path}, p.args...), Env: p.env, Dir: p.dir}
 	or, ow, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("stdout pipe: %w", err)
+		return fmt.Errorf("stdout pipe: %w", err)
 	}
 	er, ew, err := os.Pipe()
 	if err != nil {
 		or.Close()
 		ow.Close()
-		return nil, fmt.Errorf("stderr pipe: %w", err)
+		return fmt.Errorf("stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = ow, ew
-	err = startCmd(cmd)
+	grp, err := proc.Start(cmd, tieToHost)
 	ow.Close()
 	ew.Close()
 	if err != nil {
 		or.Close()
 		er.Close()
-		return nil, fmt.Errorf("start %s: %w", path, err)
+		return fmt.Errorf("start %s: %w", p.path, err)
 	}
-	p := &process{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), tail: &tail{max: 4}}
+	p.grp, p.exited, p.tail = grp, make(chan struct{}), &tail{max: 4}
 	var readers sync.WaitGroup
 	readers.Add(2)
-	go readLines(&readers, or, func(l string) { out("stdout", l) })
-	go readLines(&readers, er, func(l string) { p.tail.add(l); out("stderr", l) })
+	go readLines(&readers, or, func(l string) { p.out("stdout", l) })
+	go readLines(&readers, er, func(l string) { p.tail.add(l); p.out("stderr", l) })
 	go func() {
 		p.err = cmd.Wait()
-		// Output is read to the end so the tail holds the last words; a
-		// grandchild keeping the pipe open is killed with the group.
+		// The generation is over: nothing it started may outlive it.
+		p.killDescendants()
+		// Read what is buffered for the tail's last words, then cut the
+		// readers off even if something escaped and holds the pipes.
+		deadline := time.Now().Add(outputDrain)
+		for _, f := range []*os.File{or, er} {
+			if f.SetReadDeadline(deadline) != nil {
+				f.Close() // no deadlines on this pipe: closing ends the read
+			}
+		}
 		readers.Wait()
+		grp.Release()
 		close(p.exited)
 	}()
-	return p, nil
+	return nil
+}
+
+// killDescendants kills the generation's group and, where the system can
+// find them (Linux), every process carrying its tag that left the group.
+func (p *process) killDescendants() {
+	_ = p.grp.Kill()
+	if p.tag != "" {
+		proc.KillTagged(envTag, func(v string) bool { return v == p.tag })
+	}
 }
 
 // readLines splits r into lines of any length (no bufio.Scanner "token too
@@ -109,30 +115,10 @@ func readLines(wg *sync.WaitGroup, r io.ReadCloser, fn func(string)) {
 	}
 }
 
-// signal sends sig to the whole process group.
-func (p *process) signal(sig syscall.Signal) {
-	_ = syscall.Kill(-p.pid, sig)
-}
-
-// stop ends the process: ask (the caller already sent shutdown), wait
-// grace, SIGTERM the group, wait grace, SIGKILL the group, reap.
-func (p *process) stop(grace time.Duration) {
-	select {
-	case <-p.exited:
-		p.signal(syscall.SIGKILL) // leftovers of the group, if any
-		return
-	case <-time.After(grace):
-	}
-	p.signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		p.signal(syscall.SIGKILL)
-		return
-	case <-time.After(grace):
-	}
-	p.signal(syscall.SIGKILL)
-	<-p.exited
-}
+func (p *process) pid() int              { return p.grp.Pid() }
+func (p *process) done() <-chan struct{} { return p.exited }
+func (p *process) kill()                 { _ = p.grp.Kill() }
+func (p *process) terminate()            { _ = p.grp.Terminate() }
 
 // describe says how the process ended, with its last stderr lines.
 func (p *process) describe() string {

@@ -229,7 +229,7 @@ type StateFile struct{ st *store }
 
 // OpenStateFile opens the checkpoint store under stateDir.
 func OpenStateFile(stateDir string) (*StateFile, error) {
-	st, err := openStore(stateDir)
+	st, err := openStore(stateDir, false, func(string) {})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // Plugin lifecycle states, as the status and the HTTP API show them.
@@ -48,6 +50,9 @@ type Symbols struct {
 	Sources   []string `json:"sources"`
 	Sinks     []string `json:"sinks"`
 	Functions []string `json:"functions"`
+	// Schemas is what the plugin announced about its symbols' JSON, by
+	// symbol name (absent for symbols, or plugins, that announce none).
+	Schemas map[string]transport.SymbolSchema `json:"schemas,omitempty"`
 }
 
 // Report describes one swap (or a failed attempt), the body of
@@ -65,6 +70,9 @@ type Report struct {
 	AtLeastOnce string    `json:"at_least_once,omitempty"` // what may have been delivered twice, when a drain could not finish
 	Error       string    `json:"error,omitempty"`
 	At          time.Time `json:"at"`
+	// SchemaChanges lists how the schemas of symbols in use changed
+	// ("function count: input: field n: integer → string").
+	SchemaChanges []string `json:"schema_changes,omitempty"`
 }
 
 // Phases splits a swap's duration, in milliseconds.

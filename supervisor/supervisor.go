@@ -21,13 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // Options tune the supervisor. Zero durations take the defaults in
@@ -49,6 +50,23 @@ type Options struct {
 	Logger             *zerolog.Logger
 	Registerer         prometheus.Registerer // metrics; nil = a private registry
 	QuietOutput        bool                  // plugin output is only kept and followed (FollowOutput), not logged
+	// QueueBytes bounds each subscription queue and each sink window in
+	// bytes (besides their item counts) [32 MiB]; an item larger than it
+	// passes alone. RecvQueueBytes bounds what each channel holds received
+	// but unread [32 MiB, at least one max_frame message]. When either is
+	// full the producer waits: nothing is dropped.
+	QueueBytes     int
+	RecvQueueBytes int
+	// ResetDamagedState moves a damaged state.db aside
+	// (state.db.damaged-<time>) and starts with empty state, saying so in
+	// the log; without it New refuses with ErrStoreDamaged. A healthy
+	// store is kept either way.
+	ResetDamagedState bool
+	// Plugin output before the daemon's log (see outputlimit.go).
+	LogBytesPerSec int      // [1 MiB] per plugin
+	LogLinesPerSec int      // [1000] per plugin
+	LogLineMax     int      // [4096] bytes; longer lines are cut
+	EnvInherit     []string // host variables passed to plugins beyond the minimal set (Spec.EnvInherit overrides)
 }
 
 func (o *Options) defaults() {
@@ -70,8 +88,23 @@ func (o *Options) defaults() {
 	if o.MaxFrame <= 0 {
 		o.MaxFrame = 16 << 20
 	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 32 << 20
+	}
+	if o.RecvQueueBytes <= 0 {
+		o.RecvQueueBytes = transport.DefaultRecvQueueBytes
+	}
 	if o.LogLines <= 0 {
 		o.LogLines = 1000
+	}
+	if o.LogBytesPerSec <= 0 {
+		o.LogBytesPerSec = 1 << 20
+	}
+	if o.LogLinesPerSec <= 0 {
+		o.LogLinesPerSec = 1000
+	}
+	if o.LogLineMax <= 0 {
+		o.LogLineMax = 4096
 	}
 	if o.StateDir == "" {
 		o.StateDir = ".plugvisor"
@@ -88,6 +121,11 @@ type Supervisor struct {
 	metrics  *metrics
 	log      zerolog.Logger
 	registry *prometheus.Registry
+	scope    string // names this state_dir in process tags and socket dirs
+	dropped  *outputMetrics
+	// newRunner starts generations; tests put a fake in its place.
+	newRunner func(runSpec) runner
+	seq       int // numbers plugins for unique socket names (under mu)
 
 	mu      sync.Mutex
 	plugins map[string]*Plugin
@@ -98,7 +136,7 @@ type Supervisor struct {
 // for this run, and the checkpoint store.
 func New(opts Options) (*Supervisor, error) {
 	opts.defaults()
-	s := &Supervisor{opts: opts, plugins: map[string]*Plugin{}}
+	s := &Supervisor{opts: opts, plugins: map[string]*Plugin{}, scope: scopeOf(opts.StateDir), newRunner: defaultRunner}
 	if opts.Logger != nil {
 		s.log = *opts.Logger
 	} else {
@@ -109,43 +147,25 @@ func New(opts Options) (*Supervisor, error) {
 		opts.Registerer = s.registry
 	}
 	s.metrics = newMetrics(opts.Registerer)
+	s.dropped = newOutputMetrics(opts.Registerer)
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", opts.StateDir, err)
 	}
-	dir, err := socketDir(opts.StateDir)
+	st, err := openStore(opts.StateDir, opts.ResetDamagedState, func(msg string) { s.log.Warn().Msg(msg) })
 	if err != nil {
-		return nil, err
-	}
-	s.sockDir = dir
-	st, err := openStore(opts.StateDir)
-	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	s.store = st
+	// The store's lock says no other host runs on this state_dir: what an
+	// earlier one left is fair game, and must be gone before we serve.
+	s.reapLeftovers()
+	dir, err := s.socketDir()
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	s.sockDir = dir
 	return s, nil
-}
-
-// socketDir makes the private socket directory of this run: under
-// state_dir when the path is short enough for Unix sockets, else under
-// the system temp dir.
-func socketDir(stateDir string) (string, error) {
-	abs, err := filepath.Abs(stateDir)
-	if err != nil {
-		return "", err
-	}
-	base := abs
-	if len(abs) > 60 {
-		base = os.TempDir()
-	}
-	dir, err := os.MkdirTemp(base, "s")
-	if err != nil {
-		return "", fmt.Errorf("socket dir under %s: %w", base, err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return "", err
-	}
-	return dir, nil
 }
 
 // SocketDir is this run's private socket directory.

@@ -101,6 +101,11 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 		ng.retire(0)
 		return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
 	}
+	if rep.SchemaChanges, err = p.schemaChanges(old, ng); err != nil && !o.Force {
+		ng.kill(err)
+		ng.retire(0)
+		return finish(fmt.Errorf("%w: %w", ErrSwapFailed, err))
+	}
 
 	// 2. Pause: handles stop sending to N; new work waits at the host.
 	pauseStart := time.Now()

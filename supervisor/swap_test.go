@@ -284,7 +284,7 @@ func TestSwapOldKilledDuringDrain(t *testing.T) {
 		}
 	}
 	waitFor(t, "the swap to pause", 10*time.Second, func() bool { return p.Status().Activity == supervisor.ActivitySwapping })
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+	if err := killPID(old); err != nil {
 		t.Fatal(err)
 	}
 	rep := <-swapped
@@ -608,7 +608,7 @@ func TestSwapNewKilledDuringRestore(t *testing.T) {
 		res <- err
 	}()
 	pid := restoringPID(t, p)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := killPID(pid); err != nil {
 		t.Fatal(err)
 	}
 	err := <-res

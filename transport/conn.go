@@ -31,9 +31,28 @@ const DefaultMaxFrame = 16 << 20
 // ErrClosed is returned by a Conn that was closed.
 var ErrClosed = errors.New("channel closed")
 
+// DefaultRecvQueueBytes bounds the messages a Conn holds received but not
+// yet read, unless configured otherwise.
+const DefaultRecvQueueBytes = 32 << 20
+
 // Options tune a Conn. The zero value is usable.
 type Options struct {
 	MaxFrame int // largest message accepted or sent, in bytes; default DefaultMaxFrame
+	// RecvQueueBytes bounds the messages received but not yet read (mangos'
+	// read queue plus the one its reader holds), counting each as MaxFrame
+	// bytes: at least one message, at most 65. When it is full the peer's
+	// sends wait. Default DefaultRecvQueueBytes.
+	RecvQueueBytes int
+}
+
+// readQLen is the mangos read queue length that keeps RecvQueueBytes: the
+// pipe's reader holds one more message while the queue is full.
+func (o Options) readQLen() int {
+	b := o.RecvQueueBytes
+	if b <= 0 {
+		b = DefaultRecvQueueBytes
+	}
+	return min(max(b/o.maxFrame()-1, 0), 64)
 }
 
 func (o Options) maxFrame() int {
@@ -118,8 +137,10 @@ func newConn(addr string, o Options) (*Conn, error) {
 		mangos.OptionMaxRecvSize: 2*c.max + HeaderSize,
 		// No send queue beyond the message in flight: frames wait in our
 		// batch instead, which is what makes batching happen under load.
-		mangos.OptionWriteQLen:    0,
-		mangos.OptionReadQLen:     64,
+		mangos.OptionWriteQLen: 0,
+		// Bounded in bytes: a source of big items waits instead of piling
+		// them up here.
+		mangos.OptionReadQLen:     o.readQLen(),
 		mangos.OptionSendDeadline: 100 * time.Millisecond,
 	} {
 		if err := sock.SetOption(name, v); err != nil {
@@ -296,14 +317,20 @@ func (c *Conn) writer() {
 		runtime.Gosched()
 		c.mu.Lock()
 		for c.n > 0 && !c.writing { // an inline sender signals again when done
+			take, n := c.batchPrefix()
 			var body []byte
-			if c.n == 1 {
-				body = append([]byte(nil), c.batch[4:]...)
+			if n == 1 && take == len(c.batch) && take > 64<<10 {
+				// Hand the buffer itself to mangos rather than a copy: one
+				// big frame is not held twice.
+				body = c.batch[4:take]
+				c.batch, take = nil, 0
+			} else if n == 1 {
+				body = append([]byte(nil), c.batch[4:take]...)
 			} else {
-				body = AppendFrame(make([]byte, 0, HeaderSize+len(c.batch)), Frame{Type: Batch, ID: uint64(c.n)})
-				body = append(body, c.batch...)
+				body = AppendFrame(make([]byte, 0, HeaderSize+take), Frame{Type: Batch, ID: uint64(n)})
+				body = append(body, c.batch[:take]...)
 			}
-			c.batch, c.n = c.batch[:0], 0
+			c.batch, c.n = append(c.batch[:0], c.batch[take:]...), c.n-n
 			close(c.space)
 			c.space = make(chan struct{})
 			c.writing = true
@@ -321,6 +348,23 @@ func (c *Conn) writer() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// batchPrefix returns how many bytes and frames of the batch fit in one
+// message of at most max bytes: all of them, unless an inline send that
+// failed put a large frame back at the head. At least one frame. mu held.
+func (c *Conn) batchPrefix() (bytes, frames int) {
+	if HeaderSize+len(c.batch) <= c.max {
+		return len(c.batch), c.n
+	}
+	for bytes < len(c.batch) {
+		next := bytes + 4 + int(binary.BigEndian.Uint32(c.batch[bytes:]))
+		if frames > 0 && HeaderSize+next > c.max {
+			break
+		}
+		bytes, frames = next, frames+1
+	}
+	return bytes, frames
 }
 
 // signal wakes the writer; mu held.

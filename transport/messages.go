@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+
+	"github.com/plugvisor/plugvisor/schema"
 )
 
 // Environment variables through which the host hands a child what it needs.
@@ -29,6 +31,18 @@ type Manifest struct {
 	Sinks        []string `json:"sinks"`
 	Functions    []string `json:"functions"`
 	Migrate      bool     `json:"migrate,omitempty"` // the plugin has a Migrate hook
+	// Schemas describes symbols' JSON (JSON Schema), by symbol name;
+	// optional, per symbol: older plugins announce none.
+	Schemas map[string]SymbolSchema `json:"schemas,omitempty"`
+}
+
+// SymbolSchema is the JSON Schema of what a symbol takes and emits: In and
+// Out for a function, Item for a source or a sink. Empty means not
+// announced.
+type SymbolSchema struct {
+	In   json.RawMessage `json:"in,omitempty"`
+	Out  json.RawMessage `json:"out,omitempty"`
+	Item json.RawMessage `json:"item,omitempty"`
 }
 
 var symbolName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
@@ -51,6 +65,29 @@ func (m *Manifest) Validate() error {
 				return fmt.Errorf("manifest of %q: symbol %q is both a %s and a %s", m.Name, n, k, kind)
 			}
 			seen[n] = kind
+		}
+	}
+	return m.validateSchemas(seen)
+}
+
+// validateSchemas checks each announced schema names a symbol of the
+// manifest, fits its kind and parses.
+func (m *Manifest) validateSchemas(kinds map[string]string) error {
+	for name, ss := range m.Schemas {
+		kind, ok := kinds[name]
+		if !ok {
+			return fmt.Errorf("manifest of %q: schema for %q, which is not one of its symbols", m.Name, name)
+		}
+		if kind == KindFunction && len(ss.Item) > 0 {
+			return fmt.Errorf("manifest of %q: function %q has an item schema (functions have in and out)", m.Name, name)
+		}
+		if kind != KindFunction && (len(ss.In) > 0 || len(ss.Out) > 0) {
+			return fmt.Errorf("manifest of %q: %s %q has in/out schemas (sources and sinks have item)", m.Name, kind, name)
+		}
+		for part, raw := range map[string]json.RawMessage{"in": ss.In, "out": ss.Out, "item": ss.Item} {
+			if _, err := schema.Parse(raw); err != nil {
+				return fmt.Errorf("manifest of %q: %s schema of %s %q: %w", m.Name, part, kind, name, err)
+			}
 		}
 	}
 	return nil

@@ -59,11 +59,13 @@ func AppendState(dst []byte, s Scopes) []byte {
 func ParseState(b []byte) (Scopes, error) {
 	r := reader{b: b}
 	n := r.u32()
-	s := make(Scopes, min(n, 1024))
+	// Size hints never exceed what the remaining bytes can hold (a scope
+	// takes at least 6, a key 8): announced counts are the peer's word.
+	s := make(Scopes, min(n, 1024, uint32(len(r.b)/6)))
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		name := string(r.bytes(int(r.u16())))
 		keys := r.u32()
-		kv := make(map[string][]byte, min(keys, 1<<16))
+		kv := make(map[string][]byte, min(keys, 1<<16, uint32(len(r.b)/8)))
 		for j := uint32(0); j < keys && r.err == nil; j++ {
 			k := string(r.bytes(int(r.u32())))
 			v := r.bytes(int(r.u32()))

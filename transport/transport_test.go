@@ -116,3 +116,32 @@ func TestConnOrderBatchingAndLimit(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d frames in %d messages", n, msgs)
 }
+
+// The manifest's optional schemas: absent is fine (older plugins); a
+// schema for no symbol, of the wrong part, or not parsing is refused.
+func TestManifestSchemas(t *testing.T) {
+	base := func() transport.Manifest {
+		return transport.Manifest{Name: "p", Version: "1", Sources: []string{"ticks"}, Functions: []string{"double"}}
+	}
+	m := base()
+	if err := m.Validate(); err != nil {
+		t.Fatalf("no schemas: %v", err)
+	}
+	m.Schemas = map[string]transport.SymbolSchema{"double": {In: []byte(`{"type":"integer"}`)}, "ticks": {Item: []byte(`{"type":"object"}`)}}
+	if err := m.Validate(); err != nil {
+		t.Fatalf("good schemas: %v", err)
+	}
+	for want, ss := range map[string]map[string]transport.SymbolSchema{
+		"not one of its symbols":      {"nope": {In: []byte(`{}`)}},
+		"functions have in and out":   {"double": {Item: []byte(`{}`)}},
+		"sources and sinks have item": {"ticks": {Out: []byte(`{}`)}},
+		"unknown type \"int\"":        {"double": {In: []byte(`{"type":"int"}`)}},
+		"not a JSON object":           {"double": {Out: []byte(`[1]`)}},
+	} {
+		m := base()
+		m.Schemas = ss
+		if err := m.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate(%v) = %v, want %q", ss, err, want)
+		}
+	}
+}

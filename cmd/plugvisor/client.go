@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -23,8 +24,10 @@ const defaultAPI = "http://127.0.0.1:9081"
 
 // client talks to a running daemon's HTTP API.
 type client struct {
-	base string
-	http *http.Client
+	base  string // URL prefix of requests
+	shown string // the address as the user knows it, for messages
+	token string
+	http  *http.Client
 }
 
 // apiError is an error answer of the API.
@@ -34,26 +37,6 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string { return e.msg }
-
-func newClient(api string) (*client, error) {
-	if api == "" {
-		api = os.Getenv("PLUGVISOR_API")
-	}
-	if api == "" {
-		api = apiFromFolder() // a daemon serving this folder (dev PATH)
-	}
-	if api == "" {
-		api = defaultAPI
-	}
-	if !strings.Contains(api, "://") {
-		api = "http://" + api
-	}
-	u, err := url.Parse(api)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("bad API address %q: want host:port or http://host:port", api)
-	}
-	return &client{base: strings.TrimRight(u.String(), "/"), http: &http.Client{}}, nil
-}
 
 // do sends a request and returns the body of a 2xx answer; other answers
 // become an *apiError with the server's message.
@@ -69,12 +52,13 @@ func (c *client) do(ctx context.Context, method, path string, body []byte) ([]by
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, 0, fmt.Errorf("%s %s: %w", method, path, ctx.Err())
 		}
-		return nil, 0, fmt.Errorf("cannot reach the plugvisor API at %s (is \"plugvisor run\" running? set --api or PLUGVISOR_API): %w", c.base, err)
+		return nil, 0, fmt.Errorf("cannot reach the plugvisor API at %s (is \"plugvisor run\" running? run beside its config.toml, or set -c, --api or PLUGVISOR_API): %w", c.shown, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -163,10 +147,10 @@ func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 }
 
 func clientCommands() []*cobra.Command {
-	var api string
+	var cf clientFlags
 	var asJSON bool
 	addFlags := func(c *cobra.Command, jsonFlag bool) *cobra.Command {
-		c.Flags().StringVar(&api, "api", "", "daemon API address (default $PLUGVISOR_API or "+defaultAPI+")")
+		cf.add(c)
 		if jsonFlag {
 			c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 		}
@@ -176,7 +160,7 @@ func clientCommands() []*cobra.Command {
 	// ends on SIGINT/SIGTERM.
 	withClient := func(fn func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(api)
+			c, err := newClient(cf, cmd.Flags().Changed("config"))
 			if err != nil {
 				return err
 			}
@@ -209,11 +193,11 @@ symbols and last reload. --json prints the API's objects.`,
 			if len(args) == 1 {
 				var s status
 				if err := json.Unmarshal(data, &s); err != nil {
-					return fmt.Errorf("unexpected answer from %s: %w", c.base, err)
+					return fmt.Errorf("unexpected answer from %s: %w", c.shown, err)
 				}
 				list = []status{s}
 			} else if err := json.Unmarshal(data, &list); err != nil {
-				return fmt.Errorf("unexpected answer from %s: %w", c.base, err)
+				return fmt.Errorf("unexpected answer from %s: %w", c.shown, err)
 			}
 			printStatus(out, list, len(args) == 1)
 			if len(args) == 0 {
@@ -287,7 +271,7 @@ to the new one, at least once). --async returns at once.`,
 			}
 			var lines []logLine
 			if err := json.Unmarshal(data, &lines); err != nil {
-				return fmt.Errorf("unexpected answer from %s: %w", c.base, err)
+				return fmt.Errorf("unexpected answer from %s: %w", c.shown, err)
 			}
 			for _, l := range lines {
 				fmt.Fprintln(out, l)
@@ -298,6 +282,7 @@ to the new one, at least once). --async returns at once.`,
 	logsCmd.Flags().IntVarP(&n, "lines", "n", 100, "how many lines")
 	logsCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines as the plugin prints them (Ctrl-C stops)")
 
+	var callTimeout time.Duration
 	callCmd := &cobra.Command{
 		Use:   "call PLUGIN.FUNCTION [JSON]",
 		Short: "Call a plugin function with JSON input and print its JSON output",
@@ -324,7 +309,7 @@ from stdin. An error the function returned is printed and exits 1.`,
 					return fmt.Errorf("the input %q is not JSON (quote strings: '\"a\"')", input)
 				}
 			}
-			c, err := newClient(api)
+			c, err := newClient(cf, cmd.Flags().Changed("config"))
 			if err != nil {
 				return err
 			}
@@ -333,7 +318,11 @@ from stdin. An error the function returned is printed and exits 1.`,
 			if input == nil {
 				input = []byte{}
 			}
-			data, _, err := c.do(ctx, "POST", "/functions/"+url.PathEscape(plugin)+"/"+url.PathEscape(fn), input)
+			path := "/functions/" + url.PathEscape(plugin) + "/" + url.PathEscape(fn)
+			if callTimeout > 0 {
+				path += "?timeout=" + url.QueryEscape(callTimeout.String())
+			}
+			data, _, err := c.do(ctx, "POST", path, input)
 			if err != nil {
 				return err
 			}
@@ -343,9 +332,11 @@ from stdin. An error the function returned is printed and exits 1.`,
 		},
 	}
 
+	callCmd.Flags().DurationVar(&callTimeout, "timeout", 0, "the call's deadline (default [supervisor] call_timeout, 30s)")
+
 	return []*cobra.Command{
 		addFlags(statusCmd, true), addFlags(reloadCmd, true), addFlags(rollbackCmd, true),
-		addFlags(logsCmd, true), addFlags(callCmd, false),
+		addFlags(logsCmd, true), addFlags(callCmd, false), addFlags(symbolsCmd(withClient, &asJSON), true),
 	}
 }
 

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -25,6 +23,7 @@ import (
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/host"
 	"github.com/plugvisor/plugvisor/supervisor"
+	"github.com/plugvisor/plugvisor/version"
 )
 
 // backend adapts *host.Host to api.Backend (its Symbol and event types).
@@ -44,7 +43,16 @@ func (b backend) Events(buf int) (<-chan supervisor.Event, func()) {
 	return s.C, s.Close
 }
 
-func (b backend) Gatherer() prometheus.Gatherer { return b.Host.Gatherer() }
+func (b backend) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{b.Host.Gatherer(), buildInfo}
+}
+
+// buildInfo serves plugvisor_build_info beside the host's metrics.
+var buildInfo = func() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(version.Collector())
+	return r
+}()
 
 // newLogger writes to w: a console writer on a terminal, JSON otherwise.
 func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
@@ -61,6 +69,7 @@ func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
 
 type daemonFlags struct {
 	config, api, logLevel string
+	resetState            bool
 	state                 string // dev PATH: state folder (default PATH/.plugvisor)
 	quiet                 bool   // dev: plugvisor's own lines only, no plugin output
 }
@@ -81,18 +90,25 @@ func daemonCommands() []*cobra.Command {
 			devArgs(cmd, &f)
 		}
 		configFlag(cmd, &f.config)
-		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\":0\" picks a free port)")
+		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\"127.0.0.1:0\" picks a free port; unix:///path/api.sock)")
 		cmd.Flags().StringVar(&f.logLevel, "log-level", level, "log level: debug, info, warn, error or disabled")
+		cmd.Flags().BoolVar(&f.resetState, "reset-state", false, "if state_dir's state.db is damaged, move it aside (state.db.damaged-<time>) and start with empty state")
 		return cmd
 	}
 	runCmd := mk("run", "Run the daemon on a config file",
 		`Run builds and starts every plugin of the config, watches their sources,
 binaries and the config file, swaps plugins as they change and serves the
-HTTP API, until SIGINT or SIGTERM stops everything cleanly.
+HTTP API, until SIGINT or SIGTERM stops everything cleanly: pipelines
+drained, every plugin checkpointed and stopped, within [supervisor]
+shutdown_timeout (a second signal exits at once). SIGHUP re-reads the
+config. Under systemd (Type=notify) it reports READY=1, STOPPING=1 and
+watchdog pings itself; see docs/deploy.md.
 
-The API listens on [supervisor] api (default 127.0.0.1:9081) or --api; it has
-no authentication, so keep it on loopback: anyone who can reach it can make
-the daemon run code. Logs go to stderr, JSON unless stderr is a terminal.`, "info", false)
+The API listens on [supervisor] api (default 127.0.0.1:9081) or --api: a
+loopback address, a Unix socket (unix:///path/api.sock) or, with api_tls_cert
+and api_tls_key, any address. Every request but the health probes needs the
+token in <state_dir>/api.token, which the client commands read by themselves.
+Logs go to stderr, JSON unless stderr is a terminal.`, "info", false)
 	devCmd := mk("dev", "Run the daemon with a readable one-line-per-change output",
 		`Dev runs the same daemon as "run" and prints one line per event that
 matters while editing plugins: each swap with its timings, build errors as
@@ -126,29 +142,17 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 	if err != nil {
 		return err
 	}
-	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), Streamed: dev})
+	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), ResetDamagedState: f.resetState, Streamed: dev})
 	if err != nil {
 		return fmt.Errorf("starting the host: %w", err)
 	}
-	addr := cfg.Supervisor.API
-	if f.api != "" {
-		addr = f.api
-	}
-	if addr == "" {
-		addr = api.DefaultAddr
-	}
-	ln, err := net.Listen("tcp", addr)
+	// Signals are caught before "api listening" is printed: whoever reads
+	// that line may stop the daemon at once, and that stop must be clean.
+	sigRun, sigStop := signals(h, &log, cfg.Supervisor.ShutdownTimeout.Duration) // lifecycle.go
+	ln, srv, err := listenAPI(stderr, cfg, f.api, h, &log)
 	if err != nil {
-		return fmt.Errorf("API: listen on %s: %w (is another plugvisor running? change [supervisor] api or pass --api)", addr, err)
-	}
-	// Tests and scripts read the bound address from this line (":0").
-	fmt.Fprintf(stderr, "api listening on %s\n", ln.Addr())
-	if err := writeAPIAddr(cfg.Supervisor.StateDir, ln.Addr().String()); err != nil {
-		log.Warn().Err(err).Msg("client commands in this folder will not find the API")
-	}
-	defer removeAPIAddr(cfg.Supervisor.StateDir, ln.Addr().String())
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
-		log.Warn().Str("addr", ln.Addr().String()).Msg("the API is reachable from other machines and has no authentication: anyone who can reach it can run code here (POST /plugins)")
+		sigStop(err)
+		return err
 	}
 
 	var g run.Group
@@ -165,16 +169,21 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 	}
 	{
 		actx, acancel := context.WithCancel(ctx)
-		srv := api.NewServer(backend{h}, &log)
 		g.Add(func() error { return api.ServeListener(actx, ln, srv) }, func(error) { acancel() })
 	}
 	if dev {
 		g.Add(devStream(h, cmd.OutOrStdout(), f.quiet))
 	}
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(sigRun, sigStop)
+	{
+		nctx, ncancel := context.WithCancel(ctx)
+		g.Add(func() error { return notifyReady(nctx, h, &log, cfg.Supervisor.StartTimeout.Duration) }, func(error) { ncancel() })
+	}
+	stopReaper := reapAdopted(&log) // PID 1 only: reap_linux.go
 
 	err = g.Run()
-	if errors.Is(err, run.ErrSignal) {
+	stopReaper()
+	if errors.As(err, new(errSignal)) {
 		log.Info().Str("reason", err.Error()).Msg("stopped")
 		return nil
 	}

@@ -10,14 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/plugvisor/plugvisor/api"
 	"github.com/plugvisor/plugvisor/builtin"
 	"github.com/plugvisor/plugvisor/config"
 )
-
-// apiAddrFile is written into the state dir by every daemon once its API
-// listens, so client commands started in the same folder find it (a
-// zero-config `dev PATH` picks a free port).
-const apiAddrFile = "api.addr"
 
 // zeroConfig builds the config of `plugvisor dev [PATH ...]`: each PATH (a
 // Go plugin package, a plugin.json folder or a binary) served with the
@@ -111,24 +107,6 @@ func devName(abs string, kind config.Kind) string {
 	return name
 }
 
-// writeAPIAddr records where the API listens, in the state dir.
-func writeAPIAddr(stateDir, addr string) error {
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(stateDir, apiAddrFile), []byte(addr+"\n"), 0o600)
-}
-
-// apiFromFolder is the API address a daemon serving from the working
-// directory recorded in ./.plugvisor/api.addr ("" if none).
-func apiFromFolder() string {
-	b, err := os.ReadFile(filepath.Join(".plugvisor", apiAddrFile))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // devArgs lets dev take plugin paths and --state.
 func devArgs(cmd *cobra.Command, f *daemonFlags) {
 	cmd.Use = "dev [PATH ...]"
@@ -138,18 +116,26 @@ func devArgs(cmd *cobra.Command, f *daemonFlags) {
 With PATHs (or with none and no config.toml here) dev needs no config:
 each PATH — a Go plugin package, a folder with plugin.json, or a binary —
 is served with the defaults, named after its manifest or its folder. State,
-builds and the API address (api.addr, read by client commands started in
-the same folder) go to the first PATH's .plugvisor/ folder, or --state.
+builds, the API address and token (api.addr, api.token: client commands
+started in that folder find the daemon by them) go to the first PATH's
+.plugvisor/ folder, or --state.
 The API listens on a free loopback port unless --api says otherwise.`
 	cmd.Flags().StringVar(&f.state, "state", "", "dev PATH: state folder (default: the first PATH's .plugvisor/)")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "show plugvisor's own lines only, not the plugins' output")
 }
 
-// removeAPIAddr removes the address file if it still names addr (another
-// daemon may have taken the folder over meanwhile).
-func removeAPIAddr(stateDir, addr string) {
-	path := filepath.Join(stateDir, apiAddrFile)
-	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == addr {
-		os.Remove(path)
+// folderDaemon is the [supervisor] of a config-less daemon (dev PATH)
+// serving the working directory: its state, address (api.addr) and token
+// are in ./.plugvisor. nil when no such daemon wrote its address here.
+func folderDaemon() *config.Supervisor {
+	dir, err := filepath.Abs(".plugvisor")
+	if err != nil {
+		return nil
 	}
+	if _, err := os.Stat(filepath.Join(dir, api.AddrFile)); err != nil {
+		return nil
+	}
+	s := config.DefaultSupervisor()
+	s.StateDir, s.API = dir, "127.0.0.1:0"
+	return &s
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plugvisor/plugvisor/api"
 )
 
 // copyDir copies the files of src (not subfolders) into dst.
@@ -41,21 +43,14 @@ func TestDevWithoutConfigServesTheFolder(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "my plugin")
 	copyDir(t, filepath.Join(repoRoot(t), "examples", "pydemo"), dir)
-	d := startChild(t, dir, nil, "dev")
+	d := startChild(t, dir, nil, filepath.Join(dir, ".plugvisor"), "dev")
 	waitRunning(t, "http://"+d.addr, "pydemo", 60*time.Second)
-	if b, err := os.ReadFile(filepath.Join(dir, ".plugvisor", apiAddrFile)); err != nil || strings.TrimSpace(string(b)) != d.addr {
+	if b, err := os.ReadFile(filepath.Join(dir, ".plugvisor", api.AddrFile)); err != nil || !strings.Contains(string(b), d.addr) {
 		t.Fatalf("api.addr: %q %v, want %s", b, err, d.addr)
 	}
 	// The client finds the daemon from the folder: no --api, no env.
-	call := func() (string, string, int) {
-		t.Helper()
-		wd, _ := os.Getwd()
-		if err := os.Chdir(dir); err != nil {
-			t.Fatal(err)
-		}
-		defer os.Chdir(wd)
-		return cli(t, []string{"PLUGVISOR_API="}, "call", "pydemo.double", "21")
-	}
+	// No --api, no variables: the address and token files in the folder.
+	call := func() (string, string, int) { return cliIn(t, dir, nil, "call", "pydemo.double", "21") }
 	if out, errOut, code := call(); code != 0 || strings.TrimSpace(out) != "42" {
 		t.Fatalf("call from the folder: %d %q %s", code, out, errOut)
 	}
@@ -63,9 +58,6 @@ func TestDevWithoutConfigServesTheFolder(t *testing.T) {
 		t.Fatalf("state is not under the folder: %v", err)
 	}
 	d.stop(t)
-	if _, err := os.Stat(filepath.Join(dir, ".plugvisor", apiAddrFile)); !os.IsNotExist(err) {
-		t.Fatalf("api.addr outlived the daemon: %v", err)
-	}
 }
 
 func TestZeroConfig(t *testing.T) {

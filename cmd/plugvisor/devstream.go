@@ -115,7 +115,7 @@ type drops struct {
 func (p *devPrinter) println(s string) { fmt.Fprintln(p.out, s) }
 
 func (p *devPrinter) line(l supervisor.OutputLine) {
-	if l.Stream == "plugvisor" {
+	if l.Stream == "plugvisor" && !strings.HasPrefix(l.Line, "output over the limit") {
 		return // the supervisor's notes: the events say the same
 	}
 	if len(l.Plugin) > p.style.Width {

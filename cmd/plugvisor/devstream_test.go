@@ -48,9 +48,9 @@ func TestDevStreamShowsPluginOutput(t *testing.T) {
 		if quiet {
 			args = append(args, "--quiet")
 		}
-		d := startChild(t, "", nil, args...)
+		d := startChild(t, "", nil, args[3], args...)
 		waitRunning(t, "http://"+d.addr, "talker", 60*time.Second)
-		if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "call", "talker.talk", `"hi"`); code != 0 {
+		if out, errOut, code := cli(t, d.env(), "call", "talker.talk", `"hi"`); code != 0 {
 			t.Fatalf("call: %d %s %s", code, out, errOut)
 		}
 		want := []string{
@@ -64,7 +64,7 @@ func TestDevStreamShowsPluginOutput(t *testing.T) {
 		}
 		if quiet {
 			// Nothing from the plugin: a swap line proves the stream runs.
-			if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "reload", "talker"); code != 0 {
+			if out, errOut, code := cli(t, d.env(), "reload", "talker"); code != 0 {
 				t.Fatalf("reload: %d %s %s", code, out, errOut)
 			}
 			want = []string{"talker: gen 1 → 2 "}
@@ -166,10 +166,10 @@ func TestLogsFollow(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "main.py"), []byte(talkerPy), 0o644)
 	os.WriteFile(filepath.Join(dir, "plugin.json"), []byte(`{"name":"talker","version":"1.0.0","language":"python","executable":"main.py"}`), 0o644)
-	d := startChild(t, "", nil, "dev", "--quiet", dir)
+	d := startChild(t, "", nil, filepath.Join(dir, ".plugvisor"), "dev", "--quiet", dir)
 	waitRunning(t, "http://"+d.addr, "talker", 60*time.Second)
 
-	f := exec.Command(binary, "logs", "-f", "talker", "-n", "0", "--api", d.addr)
+	f := exec.Command(binary, "logs", "-f", "talker", "-n", "0", "--api", d.addr, "--token", d.token)
 	stdout, err := f.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestLogsFollow(t *testing.T) {
 			}
 			got = strings.Contains(l, "stdout: plain stdout line")
 		case <-tick.C:
-			if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "call", "talker.talk", `"hi"`); code != 0 {
+			if out, errOut, code := cli(t, d.env(), "call", "talker.talk", `"hi"`); code != 0 {
 				t.Fatalf("call: %d %s %s", code, out, errOut)
 			}
 		case <-deadline:

@@ -32,12 +32,13 @@ func followLogs(ctx context.Context, c *client, out io.Writer, name string, n in
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("cannot reach the plugvisor API at %s (is a daemon running? set --api or PLUGVISOR_API): %w", c.base, err)
+		return fmt.Errorf("cannot reach the plugvisor API at %s (is a daemon running? set --api or PLUGVISOR_API): %w", c.shown, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -59,13 +59,14 @@ sources change and swaps the running process in place, keeping its state.
 
 Daemon:   plugvisor run -c config.toml     (or "dev" for a readable dev loop)
 Client:   plugvisor status | reload NAME | rollback NAME | logs NAME | call P.F [JSON]
-          (--api or PLUGVISOR_API, default ` + defaultAPI + `)`,
+          (run beside the daemon's config.toml or give -c PATH: the address and the
+          token come from it; --api/--token or PLUGVISOR_API/PLUGVISOR_TOKEN override)`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(daemonCommands()...)
 	root.AddCommand(clientCommands()...)
-	root.AddCommand(validateCmd(), newCmd(), benchCmd(), stateCmd(), pythonPathCmd())
+	root.AddCommand(validateCmd(), newCmd(), benchCmd(), versionCmd(), stateCmd(), pythonPathCmd())
 	return root
 }

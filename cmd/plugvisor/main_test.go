@@ -13,12 +13,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/plugvisor/plugvisor/api"
+	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -26,6 +30,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if code, ok := helperMain(); ok { // this binary run as a test's helper process
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "plugvisor-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,10 +67,24 @@ func repoRoot(t *testing.T) string {
 // cli runs the plugvisor binary and returns stdout, stderr and the exit code.
 func cli(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return cliIn(t, "", env, args...)
+}
+
+// cliIn runs the plugvisor binary in dir ("" = here) with env added to
+// this process's environment, minus any PLUGVISOR_API or PLUGVISOR_TOKEN
+// of its own.
+func cliIn(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PLUGVISOR_API=") && !strings.HasPrefix(kv, "PLUGVISOR_TOKEN=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -81,10 +102,43 @@ func cli(t *testing.T, env []string, args ...string) (string, string, int) {
 type child struct {
 	cmd    *exec.Cmd
 	addr   string
+	dir    string      // holds config.toml; the CLI run here needs no flags
+	token  string      // the API token the daemon wrote
 	lines  chan string // stdout lines
 	exited chan error
 	logs   *bytes.Buffer // stderr; read only after exited
 	done   bool
+}
+
+// tokens maps a daemon's base URL ("http://127.0.0.1:PORT") to its API
+// token, so helpers given only the URL can authenticate.
+var tokens sync.Map
+
+// authDo sends req with the token of the daemon it is addressed to.
+func authDo(req *http.Request) (*http.Response, error) {
+	if tok, ok := tokens.Load("http://" + req.URL.Host); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// authGet is http.Get with the token of the daemon at base.
+func authGet(base, path string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if tok, ok := tokens.Load(base); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// cli runs the plugvisor CLI in the daemon's folder, beside its
+// config.toml, with no flag or variable saying where the daemon is.
+func (d *child) cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	return cliIn(t, d.dir, nil, args...)
 }
 
 // startDaemon runs `plugvisor MODE` on a config with the clicks example
@@ -98,25 +152,67 @@ func startDaemon(t *testing.T, mode string) *child {
 // startDaemonWith runs the daemon on a config of the given plugin tables.
 func startDaemonWith(t *testing.T, mode, plugins string) *child {
 	t.Helper()
+	return startDaemonCmd(t, "[supervisor]\napi = \"127.0.0.1:0\"\n\n"+plugins, nil, mode)
+}
+
+// startDaemonCmd writes cfg to config.toml in a temp folder and runs
+// argv (prefix, then the binary with args and -c config.toml there).
+func startDaemonCmd(t *testing.T, cfg string, prefix []string, args ...string) *child {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := "[supervisor]\napi = \"127.0.0.1:0\"\n\n" + plugins
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startChild(t, "", nil, mode, "-c", cfgPath)
+	argv := append(append(append([]string{}, prefix...), binary), args...)
+	argv = append(argv, "-c", cfgPath)
+	return startDaemonExec(t, exec.Command(argv[0], argv[1:]...), cfgPath)
 }
 
-// startChild runs plugvisor with args in dir (extra environment env) and
-// waits for its API address.
-func startChild(t *testing.T, dir string, env []string, args ...string) *child {
+// startDaemonConfig runs the daemon on an existing config file, with extra
+// environment variables.
+func startDaemonConfig(t *testing.T, mode, cfgPath string, env ...string) *child {
 	t.Helper()
-	d := &child{cmd: exec.Command(binary, args...), lines: make(chan string, 100),
-		exited: make(chan error, 1), logs: &bytes.Buffer{}}
-	d.cmd.Dir = dir
-	if env != nil {
-		d.cmd.Env = append(os.Environ(), env...)
+	cmd := exec.Command(binary, mode, "-c", cfgPath)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
 	}
+	return startDaemonExec(t, cmd, cfgPath)
+}
+
+// startDaemonExec starts cmd, a daemon on the config at cfgPath (possibly
+// behind a wrapper such as unshare), and waits for its API address.
+func startDaemonExec(t *testing.T, cmd *exec.Cmd, cfgPath string) *child {
+	t.Helper()
+	sup, err := config.LoadSupervisor(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startDaemonIn(t, cmd, filepath.Dir(cfgPath), sup.TokenFile())
+}
+
+// startChild runs a config-less daemon (dev PATH) in dir with extra
+// environment env; its state (and token) is in stateDir.
+func startChild(t *testing.T, dir string, env []string, stateDir string, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return startDaemonIn(t, cmd, dir, filepath.Join(stateDir, api.TokenFile))
+}
+
+// env names the daemon to a client command by variables.
+func (d *child) env() []string {
+	return []string{"PLUGVISOR_API=" + d.addr, "PLUGVISOR_TOKEN=" + d.token}
+}
+
+// startDaemonIn starts cmd, a daemon whose token file is tokenFile, and
+// waits for its API address.
+func startDaemonIn(t *testing.T, cmd *exec.Cmd, dir, tokenFile string) *child {
+	t.Helper()
+	d := &child{cmd: cmd, dir: dir, lines: make(chan string, 100), exited: make(chan error, 1), logs: &bytes.Buffer{}}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +260,13 @@ func startChild(t *testing.T, dir string, env []string, args ...string) *child {
 	})
 	select {
 	case d.addr = <-addrc:
+		tok, err := os.ReadFile(tokenFile)
+		if err != nil {
+			t.Fatalf("the daemon listens but wrote no token: %v", err)
+		}
+		d.token = strings.TrimSpace(string(tok))
+		tokens.Store("http://"+d.addr, d.token)
+		t.Cleanup(func() { tokens.Delete("http://" + d.addr) })
 	case err := <-d.exited:
 		d.done = true
 		t.Fatalf("daemon exited before listening: %v\n%s", err, d.logs.String())
@@ -196,62 +299,63 @@ func TestEndToEnd(t *testing.T) {
 	}
 	d := startDaemon(t, "run")
 	addr := d.addr
-	env := []string{"PLUGVISOR_API=" + addr}
+	// The CLI runs beside the daemon's config.toml with no flag or
+	// variable: it finds the address and the token there.
 
 	// Wait (bounded) until the first build is done and clicks serves.
 	st := waitRunning(t, "http://"+addr, "clicks", 90*time.Second)
 	pids := []int{st.PID}
 
-	out, errOut, code := cli(t, env, "status")
+	out, errOut, code := d.cli(t, "status")
 	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "LAST ERROR") || !strings.Contains(out, "clicks") || !strings.Contains(out, "running") {
 		t.Fatalf("status: %d\n%s%s", code, out, errOut)
 	}
-	out, errOut, code = cli(t, env, "status", "--json")
+	out, errOut, code = d.cli(t, "status", "--json")
 	var list []struct{ Name, State string }
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "clicks" || list[0].State != "running" {
 		t.Fatalf("status --json: %d\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{"1", "2"} {
-		out, errOut, code = cli(t, env, "call", "clicks.count", `"a"`)
+		out, errOut, code = d.cli(t, "call", "clicks.count", `"a"`)
 		if code != 0 || strings.TrimSpace(out) != want {
 			t.Fatalf("call clicks.count \"a\": %d %q %s, want %s", code, out, errOut, want)
 		}
 	}
-	out, errOut, code = cli(t, env, "reload", "clicks")
+	out, errOut, code = d.cli(t, "reload", "clicks")
 	if code != 0 || !strings.Contains(out, "clicks: gen 1 → 2") || !strings.Contains(out, "state keys") {
 		t.Fatalf("reload: %d\n%s%s", code, out, errOut)
 	}
 	// State survived the swap.
-	if out, errOut, code = cli(t, env, "call", "clicks.count", `"a"`); code != 0 || strings.TrimSpace(out) != "3" {
+	if out, errOut, code = d.cli(t, "call", "clicks.count", `"a"`); code != 0 || strings.TrimSpace(out) != "3" {
 		t.Fatalf("call after reload: %d %q %s, want 3", code, out, errOut)
 	}
-	out, errOut, code = cli(t, env, "status", "clicks", "--json")
+	out, errOut, code = d.cli(t, "status", "clicks", "--json")
 	var one struct{ Generation, PID int }
 	if code != 0 || json.Unmarshal([]byte(out), &one) != nil || one.Generation != 2 {
 		t.Fatalf("status clicks --json after reload: %d\n%s%s", code, out, errOut)
 	}
 	pids = append(pids, one.PID)
-	out, errOut, code = cli(t, env, "logs", "clicks", "-n", "10")
+	out, errOut, code = d.cli(t, "logs", "clicks", "-n", "10")
 	if code != 0 || !strings.Contains(out, "gen 2") {
 		t.Fatalf("logs: %d\n%s%s", code, out, errOut)
 	}
 	// A function's own error (422) and an unknown symbol (404) exit 1.
-	out, errOut, code = cli(t, env, "call", "clicks.count", "5")
+	out, errOut, code = d.cli(t, "call", "clicks.count", "5")
 	if code != 1 || !strings.HasPrefix(errOut, "plugvisor: ") || !strings.Contains(errOut, "string") || out != "" {
 		t.Fatalf("failing call: %d %q %q", code, out, errOut)
 	}
-	if _, errOut, code = cli(t, env, "call", "clicks.nope"); code != 1 || !strings.Contains(errOut, "nope") {
+	if _, errOut, code = d.cli(t, "call", "clicks.nope"); code != 1 || !strings.Contains(errOut, "nope") {
 		t.Fatalf("call of an unknown function: %d %q", code, errOut)
 	}
-	if _, errOut, code = cli(t, env, "reload", "nope"); code != 1 || !strings.Contains(errOut, "nope") {
+	if _, errOut, code = d.cli(t, "reload", "nope"); code != 1 || !strings.Contains(errOut, "nope") {
 		t.Fatalf("reload of an unknown plugin: %d %q", code, errOut)
 	}
 
 	d.stop(t)
 	// The daemon reaped its plugins: no pid of theirs is left.
 	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("plugin process %d outlived the daemon (kill -0: %v)", pid, err)
+		if proc.Alive(pid) {
+			t.Errorf("plugin process %d outlived the daemon", pid)
 		}
 	}
 }
@@ -264,7 +368,7 @@ func waitRunning(t *testing.T, base, plugin string, limit time.Duration) supervi
 	defer tick.Stop()
 	var last string
 	for {
-		resp, err := http.Get(base + "/plugins/" + plugin)
+		resp, err := authGet(base, "/plugins/"+plugin)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -287,7 +391,7 @@ func TestDevPrintsSwaps(t *testing.T) {
 	}
 	d := startDaemon(t, "dev")
 	waitRunning(t, "http://"+d.addr, "clicks", 90*time.Second)
-	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "reload", "clicks", "--json"); code != 0 || !strings.Contains(out, `"generation": 2`) {
+	if out, errOut, code := d.cli(t, "reload", "clicks", "--json"); code != 0 || !strings.Contains(out, `"generation": 2`) {
 		t.Fatalf("reload --json: %d\n%s%s", code, out, errOut)
 	}
 	timeout := time.After(30 * time.Second)
@@ -377,7 +481,7 @@ func TestNewInsideTheRepoWritesNoGoMod(t *testing.T) {
 func TestClientUnreachable(t *testing.T) {
 	var out, errb bytes.Buffer
 	// Port 1 on loopback: nothing listens there.
-	code := execute([]string{"status", "--api", "127.0.0.1:1"}, &out, &errb)
+	code := execute([]string{"status", "--api", "127.0.0.1:1", "--token", strings.Repeat("x", 64)}, &out, &errb)
 	if code != 1 || !strings.Contains(errb.String(), "plugvisor: cannot reach the plugvisor API at http://127.0.0.1:1") {
 		t.Fatalf("unreachable API: %d %s", code, errb.String())
 	}
@@ -412,6 +516,7 @@ func TestEventsStreamInOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -427,14 +532,14 @@ func TestEventsStreamInOrder(t *testing.T) {
 			}
 		}
 	}()
-	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "reload", "clicks"); code != 0 {
+	if out, errOut, code := d.cli(t, "reload", "clicks"); code != 0 {
 		t.Fatalf("reload: %d %s %s", code, out, errOut)
 	}
 	pid := waitRunning(t, base, "clicks", 30*time.Second).PID
 	if pid == st.PID {
 		t.Fatalf("reload kept pid %d", pid)
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := killPID(pid); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"build.started", "build.succeeded", "swap.started", "swap.finished", "plugin.crashed", "plugin.restarted"}
@@ -471,7 +576,8 @@ func TestNewScaffoldHotReloads(t *testing.T) {
 	d := startDaemonWith(t, "dev", fmt.Sprintf("[plugins.demo]\ndriver = %q\n", target))
 	base := "http://" + d.addr
 	first := waitRunning(t, base, "demo", 90*time.Second)
-	env := []string{"PLUGVISOR_API=" + d.addr}
+	// The token and address by variable, from another folder.
+	env := []string{"PLUGVISOR_API=" + d.addr, "PLUGVISOR_TOKEN=" + d.token}
 	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
 		t.Fatalf("call: %d %q %s", code, out, errOut)
 	}

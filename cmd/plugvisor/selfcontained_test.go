@@ -48,9 +48,9 @@ func TestBinaryFromDeletedCloneRunsPython(t *testing.T) {
 	saved := binary
 	binary = bin // startChild runs this binary
 	defer func() { binary = saved }()
-	d := startChild(t, t.TempDir(), []string{"PYTHONPATH="}, "dev", "--quiet", plug)
+	d := startChild(t, t.TempDir(), []string{"PYTHONPATH="}, filepath.Join(plug, ".plugvisor"), "dev", "--quiet", plug)
 	waitRunning(t, "http://"+d.addr, "pydemo", 60*time.Second)
-	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "call", "pydemo.double", "21"); code != 0 || strings.TrimSpace(out) != "42" {
+	if out, errOut, code := cli(t, d.env(), "call", "pydemo.double", "21"); code != 0 || strings.TrimSpace(out) != "42" {
 		t.Fatalf("call: %d %q %s", code, out, errOut)
 	}
 	d.stop(t)
@@ -81,9 +81,9 @@ func TestNewPythonScaffold(t *testing.T) {
 	if out, err := test.CombinedOutput(); err != nil {
 		t.Fatalf("the scaffold's test: %v\n%s", err, out)
 	}
-	d := startChild(t, "", nil, "dev", "--quiet", filepath.Join(dir, "pyplug"))
+	d := startChild(t, "", nil, filepath.Join(dir, "pyplug", ".plugvisor"), "dev", "--quiet", filepath.Join(dir, "pyplug"))
 	waitRunning(t, "http://"+d.addr, "pyplug", 60*time.Second)
-	if out, errOut, code := cli(t, []string{"PLUGVISOR_API=" + d.addr}, "call", "pyplug.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
+	if out, errOut, code := cli(t, d.env(), "call", "pyplug.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
 		t.Fatalf("call: %d %q %s", code, out, errOut)
 	}
 	d.stop(t)

@@ -113,26 +113,31 @@ func (s fileState) edit(_ context.Context, plugin string, ed supervisor.StateEdi
 func (s fileState) close() error { return s.f.Close() }
 
 type stateFlags struct {
-	api, stateDir, config string
+	api, token, stateDir, config string
 }
 
 // openState picks the daemon's API when one answers, else the store: the
 // --state-dir, the config's state_dir, or ./.plugvisor.
 func openState(ctx context.Context, cmd *cobra.Command, f stateFlags) (stateAccess, error) {
 	if f.stateDir == "" {
-		c, err := newClient(f.api)
+		c, err := newClient(clientFlags{api: f.api, token: f.token, config: f.config}, cmd.Flags().Changed("config"))
 		if err != nil {
-			return nil, err
+			if f.api != "" || os.Getenv("PLUGVISOR_API") != "" {
+				return nil, err
+			}
+			c = nil // no daemon to be found: the store below
 		}
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, _, err = c.do(pctx, "GET", "/healthz", nil)
-		cancel()
-		if err == nil {
-			return apiState{c}, nil
-		}
-		var ae *apiError
-		if errors.As(err, &ae) || f.api != "" || os.Getenv("PLUGVISOR_API") != "" {
-			return nil, err // a daemon was named: don't guess another store
+		if c != nil {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, _, err = c.do(pctx, "GET", "/state", nil)
+			cancel()
+			if err == nil {
+				return apiState{c}, nil
+			}
+			var ae *apiError
+			if errors.As(err, &ae) || f.api != "" || os.Getenv("PLUGVISOR_API") != "" {
+				return nil, err // a daemon answered or was named: don't guess another store
+			}
 		}
 	}
 	dir := f.stateDir
@@ -184,7 +189,8 @@ pipeline's instances are named after the pipeline. State of a removed or
 renamed plugin or pipeline is kept until "state rm"; "state ls" and
 "status" show it as orphaned.`,
 	}
-	root.PersistentFlags().StringVar(&f.api, "api", "", "daemon API address (default $PLUGVISOR_API, ./.plugvisor/api.addr or "+defaultAPI+")")
+	root.PersistentFlags().StringVar(&f.api, "api", "", "daemon API address (default $PLUGVISOR_API, the config's, or ./.plugvisor/api.addr of a dev PATH daemon)")
+	root.PersistentFlags().StringVar(&f.token, "token", "", "API token (default $PLUGVISOR_TOKEN, else <state_dir>/api.token)")
 	root.PersistentFlags().StringVar(&f.stateDir, "state-dir", "", "use the state store in this folder (the daemon must be stopped)")
 	configFlag(root, &f.config)
 	with := func(fn func(ctx context.Context, s stateAccess, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {

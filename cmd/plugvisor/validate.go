@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,11 +22,18 @@ func loadConfig(path string) (*config.Config, error) {
 
 func validateCmd() *cobra.Command {
 	var path string
+	var types bool
+	var typesTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "validate",
 		Short: "Check a config file without running it",
 		Long: `Validate loads the config file the way the daemon would (schema, values,
-driver resolution) and prints OK or every problem with its key and line.`,
+driver resolution) and prints OK or every problem with its key and line.
+When the config has pipelines, it then builds and starts the plugins they
+use — privately (own bin and state dir), nothing flows, no API — to learn
+their schemas, and refuses a pipeline whose stages do not fit (a source's
+item into a function's input, … into the sink's item), naming the stages
+and both types. --types=false skips that.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path)
@@ -36,11 +44,21 @@ driver resolution) and prints OK or every problem with its key and line.`,
 				}
 				return &exitError{code: 1, silent: true, err: err}
 			}
+			if types {
+				if err := checkPipelineTypes(cmd.Context(), cfg, typesTimeout); err != nil {
+					for _, e := range splitJoined(err) {
+						fmt.Fprintf(cmd.ErrOrStderr(), "plugvisor: %v\n", e)
+					}
+					return &exitError{code: 1, silent: true, err: err}
+				}
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "OK: %s: %d plugins, %d pipelines\n", cfg.Path, len(cfg.Plugins), len(cfg.Pipelines))
 			return nil
 		},
 	}
 	configFlag(cmd, &path)
+	cmd.Flags().BoolVar(&types, "types", true, "build and start the plugins the pipelines use (privately, nothing flows) to check their stages' schemas fit")
+	cmd.Flags().DurationVar(&typesTimeout, "types-timeout", 2*time.Minute, "how long building and starting them may take")
 	return cmd
 }
 

@@ -69,5 +69,9 @@ func (t *ticks) Open(ctx sdk.Context, emit func(any) error) error {
 
 func (t *ticks) Close(sdk.Context) error { return nil }
 
+// ItemType announces what the source emits (an integer), so plugvisor
+// checks a pipeline's next stage takes it before anything runs.
+func (*ticks) ItemType() any { return int64(0) }
+
 // position is a function view on the source's progress (for status checks).
 func position() (string, error) { return "counter 1.0.0", nil }

@@ -1,18 +1,22 @@
-// Command embed is a small Go host that embeds plugvisor: it loads a
-// config, calls a plugin function every few milliseconds and prints the
-// results — while you edit the plugin and it is swapped underneath.
+// Command embed is a small Go host that embeds plugvisor: it runs the
+// clicks example plugin and calls its count function every few
+// milliseconds through a typed handle — while you edit the plugin and it is
+// swapped underneath — printing each result.
 //
-//	go run ./examples/embed -c config.toml -call clicks.count -input '"embed"'
+//	go run ./examples/embed                 # config built in code, no TOML, no API
+//	go run ./examples/embed -c config.toml  # or the plugins of a config file
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
+	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -22,30 +26,41 @@ import (
 )
 
 func main() {
-	cfgPath := flag.String("c", "config.toml", "config file")
-	target := flag.String("call", "clicks.count", "PLUGIN.FUNCTION to call")
-	input := flag.String("input", `"embed"`, "JSON input")
+	cfgPath := flag.String("c", "", "config file (default: a config built in code running ./examples/clicks)")
+	who := flag.String("key", "embed", "the key clicks.count counts")
 	every := flag.Duration("every", 200*time.Millisecond, "call interval")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *cfgPath, *target, *input, *every, -1, os.Stdout); err != nil {
+	cfg, err := loadOrBuild(*cfgPath)
+	if err == nil {
+		err = run(ctx, cfg, *who, *every, -1, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "embed:", err)
 		os.Exit(1)
 	}
 }
 
-// run hosts the plugins of cfgPath and calls target n times (n < 0: until
-// ctx ends), printing one line per result.
-func run(ctx context.Context, cfgPath, target, input string, every time.Duration, n int, out io.Writer) error {
-	cfg, err := config.Load(cfgPath, builtin.Sources())
-	if err != nil {
-		return err
+// loadOrBuild loads the config file at path, or with path "" builds one in
+// Go: the clicks example from source, state in .plugvisor, no HTTP API.
+func loadOrBuild(path string) (*config.Config, error) {
+	if path != "" {
+		return config.Load(path, builtin.Sources())
 	}
-	plugin, fn, ok := strings.Cut(target, ".")
-	if !ok {
-		return fmt.Errorf("-call %q: want PLUGIN.FUNCTION", target)
+	_, file, _, _ := runtime.Caller(0)
+	examples := filepath.Dir(filepath.Dir(file))
+	cfg := config.New(filepath.Dir(examples))
+	cfg.Supervisor.API = ""
+	if _, err := cfg.AddPlugin("clicks", filepath.Join(examples, "clicks"), nil, builtin.Sources()); err != nil {
+		return nil, err
 	}
+	return cfg, cfg.Validate()
+}
+
+// run hosts the plugins of cfg and calls clicks.count(key) n times (n < 0:
+// until ctx ends), printing one line per result.
+func run(ctx context.Context, cfg *config.Config, key string, every time.Duration, n int, out io.Writer) error {
 	h, err := host.New(cfg, host.Options{})
 	if err != nil {
 		return err
@@ -60,21 +75,31 @@ func run(ctx context.Context, cfgPath, target, input string, every time.Duration
 	case <-ctx.Done():
 		return nil
 	}
+	// A typed handle: string in, int64 out, checked against the schema
+	// clicks announces; it stays valid across swaps and restarts.
+	count := host.Func[string, int64](h, "clicks.count")
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for i := 0; n < 0 || i < n; i++ {
-		// Call waits while the plugin restarts or swaps.
+		// Call waits while the plugin starts, restarts or swaps.
 		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		res, err := h.Call(cctx, plugin, fn, []byte(input))
+		res, err := count.Call(cctx, key)
 		ccancel()
-		if ctx.Err() != nil {
+		var ce *host.CallError
+		switch {
+		case ctx.Err() != nil:
 			return nil
-		}
-		if err != nil {
+		case errors.Is(err, host.ErrUnknownPlugin), errors.Is(err, host.ErrUnknownSymbol), errors.Is(err, host.ErrSchemaMismatch):
+			return err // the config or the plugin does not offer what this host needs
+		case errors.As(err, &ce):
+			fmt.Fprintf(out, "clicks.count refused: %v\n", ce)
+		case errors.Is(err, host.ErrCrashed):
+			fmt.Fprintf(out, "clicks crashed during the call (it restarts): %v\n", err)
+		case err != nil:
 			fmt.Fprintf(out, "error: %v\n", err)
-		} else {
-			st, _ := h.Status(plugin)
-			fmt.Fprintf(out, "%s gen %d: %s\n", target, st.Generation, res)
+		default:
+			st, _ := h.Status("clicks")
+			fmt.Fprintf(out, "clicks.count gen %d: %d\n", st.Generation, res)
 		}
 		select {
 		case <-ctx.Done():

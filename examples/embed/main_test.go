@@ -15,11 +15,11 @@ import (
 
 func TestMain(m *testing.M) {
 	// The supervisor's spawner thread lives as long as the process, by design.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/supervisor.startCmd.func1.1"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/plugvisor/plugvisor/internal/proc.spawnLoop"))
 }
 
 // The embedding example builds (this test compiles it) and runs: it hosts
-// the clicks example, built from source, and its calls count up.
+// the clicks example, built from source, and its typed calls count up.
 func TestEmbedRuns(t *testing.T) {
 	dir := t.TempDir()
 	clicks, _ := filepath.Abs("../clicks")
@@ -37,7 +37,11 @@ func TestEmbedRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	if err := run(ctx, path, "clicks.count", `"embed"`, time.Millisecond, 3, &out); err != nil {
+	conf, err := loadOrBuild(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, conf, "embed", time.Millisecond, 3, &out); err != nil {
 		t.Fatal(err)
 	}
 	want := "clicks.count gen 1: 1\nclicks.count gen 1: 2\nclicks.count gen 1: 3\n"

@@ -8,12 +8,14 @@ state of the old process.
 import plugvisor
 
 
-def double(ctx, x):
+def double(ctx, x: int) -> int:
+    # The type hints are announced as JSON Schemas: plugvisor checks that a
+    # pipeline's stages fit before anything runs.
     ctx.state.incr_counter("calls", 1)
     return x * 2
 
 
-def count(ctx):
+def count(ctx) -> int:
     return ctx.state.incr_counter("n", 1)
 
 
@@ -26,6 +28,8 @@ class Ticks:
     """Emits 0, 1, 2, ... every interval_ms (config, default 10); the next
     number is kept in state, so a new process continues where this one
     stopped."""
+
+    item_type = int  # announced as the item schema
 
     def configure(self, props):
         self.interval = float(props.get("interval_ms", 10)) / 1000.0

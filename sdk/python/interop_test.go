@@ -374,6 +374,12 @@ func TestPythonHandshakeAndShutdown(t *testing.T) {
 		strings.Join(m.Sinks, ",") != "collect" {
 		t.Fatalf("hello = %+v", hello)
 	}
+	// The type hints arrive as schemas the host accepts.
+	if err := m.Validate(); err != nil || string(m.Schemas["double"].In) != `{"type":"integer"}` ||
+		string(m.Schemas["count"].Out) != `{"type":"integer"}` || string(m.Schemas["ticks"].Item) != `{"type":"integer"}` ||
+		len(m.Schemas["div"].In) != 0 {
+		t.Fatalf("schemas %v: %v", m.Schemas, err)
+	}
 	h.shutdown()
 }
 

@@ -24,11 +24,12 @@ import sys
 from typing import Any, Callable, Dict, Optional
 
 from .frames import FrameTooLarge, MalformedFrame
+from .schema import schema_of
 from .server import Context, Migration, Server, describe
 from .sp import Closed
 from .state import Scope
 
-__all__ = ["serve", "Context", "Migration", "Scope", "Closed", "MalformedFrame", "FrameTooLarge", "describe"]
+__all__ = ["serve", "Context", "Migration", "Scope", "Closed", "MalformedFrame", "FrameTooLarge", "describe", "schema_of"]
 
 __version__ = "1.0.0"
 
@@ -36,13 +37,17 @@ __version__ = "1.0.0"
 def serve(name: str, version: str, functions: Optional[Dict[str, Callable]] = None,
           sources: Optional[Dict[str, Callable]] = None, sinks: Optional[Dict[str, Callable]] = None,
           state_version: str = "1",
-          migrate: Optional[Callable[[str, Dict[str, bytes]], Dict[str, Any]]] = None) -> None:
+          migrate: Optional[Callable[[str, Dict[str, bytes]], Dict[str, Any]]] = None,
+          schemas: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
     """Run the plugin until plugvisor shuts it down, then exit; never returns.
 
     migrate(from_version, {key: JSON bytes}) -> {key: JSON bytes} converts one
     scope written by another plugin version; it is needed when state_version
     changes. A migrate taking a third argument also gets a Migration: the
-    scope and the plugin and state versions that wrote it. Started by hand (no plugvisor environment) it says so and exits
+    scope and the plugin and state versions that wrote it. schemas
+    ({symbol: {"in"|"out"|"item": JSON Schema}}) declares symbols' JSON
+    explicitly; without it they come from type hints and a source's or
+    sink's item_type (see plugvisor.schema). Started by hand (no plugvisor environment) it says so and exits
     with status 2.
     """
     if not os.environ.get("PLUGVISOR_CONTROL") or not os.environ.get("PLUGVISOR_TOKEN"):
@@ -55,7 +60,7 @@ def serve(name: str, version: str, functions: Optional[Dict[str, Callable]] = No
         sys.stderr.flush()
         os._exit(2)
     _setup_logging(name)
-    server = Server(name, version, functions, sources, sinks, state_version, migrate)
+    server = Server(name, version, functions, sources, sinks, state_version, migrate, schemas=schemas)
     code = server.run()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

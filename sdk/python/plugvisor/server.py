@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from . import frames as fr
 from .channel import Channel
+from .schema import function_schemas, item_schema
 from .sp import Closed, dial
 from .state import Scope, Store, encode_json
 
@@ -124,7 +125,7 @@ class Server:
 
     def __init__(self, name: str, version: str, functions=None, sources=None, sinks=None,
                  state_version: str = "1", migrate: Optional[Callable] = None,
-                 env: Optional[Dict[str, str]] = None):
+                 env: Optional[Dict[str, str]] = None, schemas: Optional[Dict[str, Dict[str, Any]]] = None):
         env = os.environ if env is None else env
         self.name, self.version = name, version
         self.state_version = state_version or "1"
@@ -145,6 +146,9 @@ class Server:
             "sources": sorted(self.sources), "sinks": sorted(self.sinks), "functions": sorted(self.functions),
             "migrate": migrate is not None,
         }
+        announced = self._schemas(schemas or {})
+        if announced:
+            self.manifest["schemas"] = announced
         self.state = Store()
         self.config: Dict[str, Any] = {}
         self.log = logging.getLogger("plugvisor." + name)
@@ -158,7 +162,32 @@ class Server:
         self._stopping = threading.Event()  # process-wide: set when exiting
         self._heard = time.monotonic()
         self._early: List[fr.Frame] = []
+        self._host_gone = False
         self._pool = concurrent.futures.ThreadPoolExecutor(CALL_WORKERS, thread_name_prefix="plugvisor-call")
+
+    def _schemas(self, explicit: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+        """Each symbol's JSON Schemas: explicit ones win over type hints and
+        item_type (see plugvisor.schema)."""
+        out: Dict[str, Dict[str, Any]] = {}
+        for n, f in self.functions.items():
+            out[n] = function_schemas(f.fn, f.takes_input)
+        for table in (self.sources, self.sinks):
+            for n, factory in table.items():
+                item = item_schema(factory)
+                if item is not None:
+                    out[n] = {"item": item}
+        for n, parts in explicit.items():
+            if n in self.functions:
+                allowed = ("in", "out")
+            elif n in self.sources or n in self.sinks:
+                allowed = ("item",)
+            else:
+                raise TypeError("schemas: %r is not one of the plugin's symbols" % n)
+            for k, v in parts.items():
+                if k not in allowed or not isinstance(v, dict):
+                    raise TypeError("schemas[%r]: want %s mapped to schema dicts, got %r" % (n, " and ".join(allowed), k))
+                out.setdefault(n, {})[k] = v
+        return {n: parts for n, parts in out.items() if parts}
 
     # -- lifecycle
 
@@ -181,9 +210,15 @@ class Server:
         tick = min(hb, PARENT_CHECK) if hb else PARENT_CHECK
         while not self._exit.wait(tick):
             if hb and time.monotonic() - self._heard > 3 * hb:
-                self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats); exiting" % (3000 * hb))
+                self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats); exiting" % (3000 * hb), host_gone=True)
             elif self.host_pid > 0 and os.getppid() != self.host_pid:
-                self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid)
+                self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid, host_gone=True)
+        if self._host_gone:
+            try:
+                self._die(self._exit_msg + "; ending its process group")
+            except OSError:
+                pass  # the host held our stderr
+            _kill_own_group()
         self._close_all()
         if self._exit_code:
             return self._die(self._exit_msg)
@@ -222,10 +257,11 @@ class Server:
             raise _Fatal("handshake: welcome payload is not a JSON object")
         return w
 
-    def _fatal(self, msg: str, code: int = 1) -> None:
+    def _fatal(self, msg: str, code: int = 1, host_gone: bool = False) -> None:
         with self._lock:
             if not self._exit.is_set():
                 self._exit_code, self._exit_msg = code, msg
+                self._host_gone = host_gone
                 self._exit.set()
 
     def _shutdown(self) -> None:
@@ -256,7 +292,7 @@ class Server:
             try:
                 frames = self.ctl.recv()
             except Closed:
-                self._fatal("lost the control channel to the plugvisor host")
+                self._fatal("lost the control channel to the plugvisor host", host_gone=True)
                 return
             except (fr.MalformedFrame, fr.FrameTooLarge) as e:
                 self._fatal("control channel: %s" % e)
@@ -461,7 +497,9 @@ class Server:
             try:
                 c.send(frame[0], cid, frame[1])
             except fr.FrameTooLarge as e:
-                c.send(fr.FAIL, cid, _error_payload("function %r: %s" % (fn.name, e)))
+                c.send(fr.FAIL, cid, _error_payload(
+                    "function %r: answer not sent: %s — return less, or raise max_frame in the host's "
+                    "[supervisor] config" % (fn.name, e)))
         except Closed:
             pass
         if panic:
@@ -605,3 +643,12 @@ def _migrated(scope: str, got: Any) -> Dict[str, bytes]:
         # Values are JSON bytes; anything else is taken as a value to encode.
         out[str(k)] = bytes(v) if isinstance(v, (bytes, bytearray)) else encode_json(v)
     return out
+
+
+def _kill_own_group() -> None:
+    """The host is gone: end everything this plugin started in its process
+    group (itself included), as plugvisor started it leading that group.
+    Started any other way (from a shell) the group is not ours: nothing."""
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        import signal
+        os.killpg(0, signal.SIGKILL)

@@ -47,6 +47,10 @@ def boom(ctx, x):
     return {}[x]
 
 
+def big(ctx, n):
+    return "x" * n
+
+
 class Ticks:
     def configure(self, props):
         self.limit = props.get("limit")
@@ -79,13 +83,16 @@ class Collect:
 class Host:
     """A minimal host: control channel, requests, data channels."""
 
-    def __init__(self, test, heartbeat_ms=0, token="tok", answer_token="tok", migrate=None, state_version="1"):
+    def __init__(self, test, heartbeat_ms=0, token="tok", answer_token="tok", migrate=None, state_version="1",
+                 max_frame=None):
         self.dir = tempfile.mkdtemp(prefix="pv")
         test.addCleanup(shutil.rmtree, self.dir, True)
         self.n = 0
         ln = listen("ipc://" + os.path.join(self.dir, "c"))
         env = {"PLUGVISOR_CONTROL": ln.address, "PLUGVISOR_TOKEN": token}
-        self.server = Server("t", "1.0.0", functions={"double": double, "hello": hello, "boom": boom},
+        if max_frame:
+            env["PLUGVISOR_MAX_FRAME"] = str(max_frame)
+        self.server = Server("t", "1.0.0", functions={"double": double, "hello": hello, "boom": boom, "big": big},
                              sources={"ticks": Ticks, "bad": Bad}, sinks={"collect": Collect},
                              state_version=state_version, migrate=migrate, env=env)
         self.code = []
@@ -180,7 +187,7 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(h.hello["protocol"], 1)
         self.assertEqual(h.hello["pid"], os.getpid())
         self.assertEqual((m["name"], m["language"], m["functions"], m["sources"], m["sinks"], m["migrate"]),
-                         ("t", "python", ["boom", "double", "hello"], ["bad", "ticks"], ["collect"], False))
+                         ("t", "python", ["big", "boom", "double", "hello"], ["bad", "ticks"], ["collect"], False))
         h.ctl.send(fr.PING, 77)
         f = h.ctl.recv()[0]
         self.assertEqual((f.type, f.id), (fr.PONG, 77))
@@ -220,6 +227,23 @@ class ServerTest(unittest.TestCase):
         self.assertIn("not valid JSON", json.loads(got[103].payload)["error"])
         state = fr.parse_state(h.request(fr.SNAPSHOT).payload)
         self.assertEqual(state["function/double"], {"calls": b"50"})
+
+    def test_oversize_result_fails_only_that_call(self):
+        h = Host(self, max_frame=64 << 10)
+        r, c = h.open("functions", instance="functions")
+        self.assertEqual(r.type, fr.OK)
+        c.send(fr.CALL, 1, fr.call_payload("big", str(100 << 10).encode()))
+        f = c.next()
+        self.assertEqual((f.type, f.id), (fr.FAIL, 1))
+        err = json.loads(f.payload)
+        self.assertIn("limit of 65536 bytes", err["error"])
+        self.assertIn("raise max_frame", err["error"])
+        self.assertFalse(err.get("panic"))
+        # The same server keeps serving.
+        c.send(fr.CALL, 2, fr.call_payload("double", b"21"))
+        f = c.next()
+        self.assertEqual((f.type, f.id, f.payload), (fr.RESULT, 2, b"42"))
+        self.assertTrue(h.thread.is_alive())
 
     def test_source_stop_snapshot_restore(self):
         h = Host(self)
