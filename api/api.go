@@ -111,6 +111,7 @@ func NewServer(b Backend, log *zerolog.Logger, opts ...Option) http.Handler {
 	mux.HandleFunc("GET /state/{plugin}", s.stateGet)
 	mux.HandleFunc("PUT /state/{plugin}", s.statePut)
 	mux.HandleFunc("DELETE /state/{plugin}", s.stateDelete)
+	s.pipelineRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
 	s.probes(mux) // /livez, /readyz, /healthz: probes.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -203,6 +203,14 @@ type Pipeline struct {
 	Source    string
 	Functions []string
 	Sink      string // "" when the pipeline ends with its last function
+
+	// Error policy for items a function fails (see supervisor.Pipeline):
+	// OnError is "" (= drop), "drop", "retry" or "dead_letter"; DeadLetter
+	// names the "plugin.sink" that receives {pipeline, stage, item, error}
+	// (needed by dead_letter, optional with retry); Retries bounds retry (0 = 3).
+	OnError    string
+	DeadLetter string
+	Retries    int
 }
 
 // SplitRef splits a "plugin.symbol" reference (already validated by Parse).

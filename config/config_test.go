@@ -642,3 +642,27 @@ func FuzzLocateKeys(f *testing.F) {
 		}
 	})
 }
+
+func TestPipelineErrorPolicyKeys(t *testing.T) {
+	f := newFixture(t)
+	head := "[plugins.c]\ndriver = \"upper\"\n\n[[pipeline]]\nname = \"p\"\nsource = \"c.ticks\"\nsink = \"c.out\"\n"
+	cfg, err := Parse([]byte(head+"on_error = \"retry\"\nretries = 5\ndead_letter = \"c.errors\"\n"), f.dir, f.builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := cfg.Pipelines[0]; pl.OnError != "retry" || pl.Retries != 5 || pl.DeadLetter != "c.errors" {
+		t.Fatalf("pipeline = %+v", pl)
+	}
+	for _, c := range []struct{ src, want string }{
+		{"on_error = \"ignore\"\n", `"ignore" is not an error policy`},
+		{"on_error = \"dead_letter\"\n", `needs dead_letter = "plugin.sink"`},
+		{"dead_letter = \"c.errors\"\n", "dead_letter is set but on_error drops failed items"},
+		{"retries = 2\n", `retries only applies with on_error = "retry"`},
+		{"on_error = \"retry\"\nretries = 0\n", "out of range"},
+		{"on_error = \"dead_letter\"\ndead_letter = \"d.errors\"\n", `plugin "d", which is not configured`},
+	} {
+		if _, err := Parse([]byte(head+c.src), f.dir, f.builtins); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want it to say %s", c.src, err, c.want)
+		}
+	}
+}

@@ -26,7 +26,7 @@ var (
 		"config_check", "shutdown_timeout", "api_token_file"}
 	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
-	pipelineKeys = []string{"name", "source", "functions", "sink"}
+	pipelineKeys = []string{"name", "source", "functions", "sink", "on_error", "dead_letter", "retries"}
 
 	checksumRe = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
 	envKeyRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -652,6 +652,21 @@ func (p *parser) pipelines(path []string, v any, cfg *Config) {
 					}
 					pl.Functions = l
 				}
+			case "on_error":
+				if s, ok := p.str(kp, v); ok {
+					switch s {
+					case "drop", "retry", "dead_letter":
+						pl.OnError = s
+					default:
+						p.errorf(kp, "%q is not an error policy — write \"drop\" (the default), \"retry\" or \"dead_letter\"", s)
+					}
+				}
+			case "dead_letter":
+				if s, ok := p.str(kp, v); ok && p.ref(kp, s, cfg) {
+					pl.DeadLetter = s
+				}
+			case "retries":
+				p.integer(kp, v, &pl.Retries, 1, 100, "retries")
 			default:
 				p.unknown(kp, pipelineKeys)
 			}
@@ -661,6 +676,15 @@ func (p *parser) pipelines(path []string, v any, cfg *Config) {
 		}
 		if _, ok := t["source"]; !ok {
 			p.errorf(ep, "source is missing — write source = \"plugin.symbol\"")
+		}
+		if pl.OnError == "dead_letter" && pl.DeadLetter == "" && len(p.errs) == n {
+			p.errorf(ep, "on_error = \"dead_letter\" needs dead_letter = \"plugin.sink\" naming the sink that receives the failed items")
+		}
+		if pl.DeadLetter != "" && (pl.OnError == "" || pl.OnError == "drop") && len(p.errs) == n {
+			p.errorf(ep, "dead_letter is set but on_error drops failed items — set on_error = \"dead_letter\" (or \"retry\", which dead-letters what still fails)")
+		}
+		if pl.Retries != 0 && pl.OnError != "retry" && len(p.errs) == n {
+			p.errorf(ep, "retries only applies with on_error = \"retry\"")
 		}
 		if _, ok := t["sink"]; !ok && len(pl.Functions) == 0 && len(p.errs) == n {
 			p.errorf(ep, "a pipeline needs a sink or at least one function — add sink = \"plugin.symbol\"")
@@ -680,6 +704,9 @@ func (p *parser) ref(path []string, s string, cfg *Config) bool {
 		known := "none is configured"
 		if len(cfg.Plugins) > 0 {
 			known = "configured: " + strings.Join(sortedKeys(cfg.Plugins), ", ")
+		}
+		if near := closest(plugin, sortedKeys(cfg.Plugins)); near != "" {
+			known = fmt.Sprintf("did you mean %q? %s", near, known)
 		}
 		p.errorf(path, "%q refers to plugin %q, which is not configured (%s) — add [plugins.%s] or fix the name", s, plugin, known, plugin)
 		return false

@@ -274,6 +274,19 @@ func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	runCtx := h.runCtx
 	h.mu.Unlock()
 	ch := config.Diff(old, cfg)
+	if runCtx != nil {
+		// A pipeline naming a symbol a serving plugin lacks is refused with
+		// the whole edit (plugins this edit changes are checked once up).
+		skip := map[string]bool{}
+		for _, n := range append(append(ch.Added, ch.Changed...), ch.Removed...) {
+			skip[n] = true
+		}
+		if err := CheckPipelines(cfg.Pipelines, h.knownSymbols(skip)); err != nil {
+			err = fmt.Errorf("config edit refused, nothing changed: %w", err)
+			h.sup.Publish(supervisor.Event{Type: supervisor.EventConfigApplied, Error: err.Error()})
+			return err
+		}
+	}
 	if runCtx == nil {
 		h.mu.Lock()
 		h.cfg = cfg

@@ -33,7 +33,10 @@ func toSupervisor(p config.Pipeline) supervisor.Pipeline {
 		pl, sym := config.SplitRef(s)
 		return supervisor.Ref{Plugin: pl, Symbol: sym}
 	}
-	out := supervisor.Pipeline{Name: p.Name, Source: ref(p.Source)}
+	out := supervisor.Pipeline{Name: p.Name, Source: ref(p.Source), OnError: p.OnError, Retries: p.Retries}
+	if p.DeadLetter != "" {
+		out.DeadLetter = ref(p.DeadLetter)
+	}
 	for _, f := range p.Functions {
 		out.Functions = append(out.Functions, ref(f))
 	}
@@ -59,6 +62,9 @@ func (ps *pipelines) sync(ctx context.Context, h *Host, want []config.Pipeline) 
 			r.cancel()
 			<-r.done
 			delete(ps.running, name)
+			if !ok {
+				h.sup.ForgetPipeline(name)
+			}
 		}
 	}
 	for _, p := range want {
@@ -106,6 +112,11 @@ func (h *Host) runPipeline(ctx context.Context, p config.Pipeline, r *runningPip
 		if errors.Is(err, supervisor.ErrUnknownPlugin) {
 			// Its plugins are still being built: not worth a warning.
 			h.log.Debug().Err(err).Str("pipeline", p.Name).Msg("pipeline waits for its plugins")
+		} else if cerr := CheckPipelines([]config.Pipeline{p}, h.knownSymbols(nil)); cerr != nil {
+			// Its plugin is up and lacks the symbol: say which and what is
+			// near; a new build may add it, so keep trying, slowly.
+			h.log.Error().Err(cerr).Str("pipeline", p.Name).Msg("pipeline cannot run")
+			delay = 5 * time.Second
 		} else if err != nil {
 			h.log.Warn().Err(err).Str("pipeline", p.Name).Dur("retry_in", delay).Msg("pipeline stopped")
 		}

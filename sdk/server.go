@@ -95,7 +95,7 @@ func newServer(p Plugin, env Env) (*server, error) {
 		fatal: make(chan error, 1), heard: make(chan struct{}, 1)}
 	s.log = zerolog.New(os.Stderr).With().Timestamp().Str("plugin", p.Name).Logger()
 	s.man = transport.Manifest{Name: p.Name, Version: p.Version, StateVersion: stateVersion(p.StateVersion),
-		Language: "go", Migrate: p.migrates(), Sources: keys(p.Sources), Sinks: keys(p.Sinks), Functions: keys(p.Functions)}
+		Language: "go", Migrate: p.migrates(), Features: []string{transport.FeatureCallBatch}, Sources: keys(p.Sources), Sinks: keys(p.Sinks), Functions: keys(p.Functions)}
 	for _, name := range s.man.Functions {
 		f, err := checkFunction(name, p.Functions[name])
 		if err != nil {
@@ -517,10 +517,14 @@ func (s *server) runSink(in *instance) {
 func (s *server) serveCalls(c *transport.Conn) {
 	for {
 		err := c.Recv(func(f transport.Frame) error {
-			if f.Type != transport.Call {
+			switch f.Type {
+			case transport.Call:
+				go s.dispatch(c, f)
+			case transport.CallBatch:
+				go s.dispatchBatch(c, f)
+			default:
 				return fmt.Errorf("%w: unexpected %s frame on the call channel", transport.ErrMalformed, f.Type)
 			}
-			go s.dispatch(c, f)
 			return nil
 		})
 		if err != nil {

@@ -384,7 +384,7 @@ func (g *generation) readCalls() {
 	for {
 		err := g.calls.Recv(func(f transport.Frame) error {
 			switch f.Type {
-			case transport.Result, transport.Fail:
+			case transport.Result, transport.Fail, transport.ResultBatch:
 				g.pending.deliver(f)
 				return nil
 			}

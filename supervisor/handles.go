@@ -316,7 +316,12 @@ func (w *SinkWriter) sendPending(ctx context.Context) {
 	if w.conn == nil {
 		return
 	}
-	for _, it := range w.queue {
+	// Queued seqs are consecutive: start at the first one not sent.
+	start := 0
+	if len(w.queue) > 0 && w.sent >= w.queue[0].seq {
+		start = min(int(w.sent-w.queue[0].seq+1), len(w.queue))
+	}
+	for _, it := range w.queue[start:] {
 		if it.seq <= w.sent {
 			continue
 		}

@@ -62,6 +62,23 @@ func helperPlugin() sdk.Plugin {
 			"big":     func(n int) (string, error) { return strings.Repeat("x", n), nil },
 			"emitted": func() (int64, error) { return hugeEmitted.Load(), nil },
 			"getenv":  func(k string) (string, error) { return os.Getenv(k), nil },
+			// pass counts the items it passes on (the state a pipeline's
+			// checkpoints must keep exact).
+			"pass": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+				_, err := sdk.StateOf(ctx).IncrCounter("passed", 1)
+				return in, err
+			},
+			// flaky fails every 20th number on its first try only.
+			"flaky": func(ctx context.Context, n int) (int, error) {
+				if n%20 != 0 {
+					return n, nil
+				}
+				tries, err := sdk.StateOf(ctx).IncrCounter("try/"+strconv.Itoa(n), 1)
+				if err == nil && tries == 1 {
+					err = fmt.Errorf("transient failure of %d", n)
+				}
+				return n, err
+			},
 			"fill": func(ctx context.Context, n int) error {
 				st := sdk.StateOf(ctx)
 				for i := 0; i < n; i++ {
@@ -108,12 +125,18 @@ func envOr(k, def string) string {
 	return def
 }
 
-// ticks emits 1, 2, 3, … as fast as the host takes them, position in state.
-type ticks struct{}
+// ticks emits 1, 2, 3, … as fast as the host takes them, position in
+// state; with config "limit" it stops after that many (and waits).
+type ticks struct{ limit int64 }
 
-func (*ticks) Configure(map[string]any) error { return nil }
-func (*ticks) Close(sdk.Context) error        { return nil }
-func (*ticks) Open(ctx sdk.Context, emit func(any) error) error {
+func (t *ticks) Configure(props map[string]any) error {
+	if l, ok := props["limit"].(float64); ok {
+		t.limit = int64(l)
+	}
+	return nil
+}
+func (*ticks) Close(sdk.Context) error { return nil }
+func (t *ticks) Open(ctx sdk.Context, emit func(any) error) error {
 	var n int64
 	if _, err := ctx.State().GetState("next", &n); err != nil {
 		return err
@@ -122,6 +145,10 @@ func (*ticks) Open(ctx sdk.Context, emit func(any) error) error {
 		n = 1
 	}
 	for ctx.Err() == nil {
+		if t.limit > 0 && n > t.limit {
+			<-ctx.Done()
+			return nil
+		}
 		if err := emit(n); err != nil {
 			return err
 		}
@@ -218,6 +245,8 @@ func runHelper(mode string) int {
 		return serve(p, env)
 	case "wrong-version", "garbage", "oversized", "wrong-token-stay":
 		return rawPlugin(mode, env)
+	case "old-sdk":
+		return oldSDKPlugin(env)
 	case "host":
 		return runHost()
 	case "host-swap":

@@ -21,6 +21,7 @@ type metrics struct {
 	items      *prometheus.CounterVec
 	queue      *prometheus.GaugeVec
 	lost       *prometheus.CounterVec
+	pipe       *pipeMetrics
 
 	cache sync.Map // label key → prometheus.Counter
 }
@@ -51,10 +52,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Sink items written but not yet acknowledged."}, []string{"plugin", "symbol"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plugvisor_lost_total",
 			Help: "Source items that never reached the host (gaps in a stream's sequence numbers). Must stay 0."}, []string{"plugin"}),
+		pipe: newPipeMetrics(),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.state, m.generation, m.restarts, m.swaps, m.builds, m.buildSec,
 			m.swapSec, m.pauseSec, m.calls, m.items, m.queue, m.lost} {
+			_ = reg.Register(c)
+		}
+		for _, c := range m.pipe.collectors() {
 			_ = reg.Register(c)
 		}
 	}
@@ -152,4 +157,43 @@ func (m *metrics) acked(plugin, symbol string, n, pending uint64) {
 	}
 	m.counter(m.items, plugin, symbol, "in").Add(float64(n))
 	m.queue.WithLabelValues(plugin, symbol).Set(float64(pending))
+}
+
+// batch records the outcomes of a CallBatch: one add per outcome.
+func (m *metrics) batch(plugin, fn string, res []Result, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.call(plugin, fn, err)
+		return
+	}
+	failed := 0
+	for _, r := range res {
+		if r.Err != nil {
+			failed++
+		}
+	}
+	if ok := len(res) - failed; ok > 0 {
+		m.counter(m.calls, plugin, fn, "ok").Add(float64(ok))
+	}
+	if failed > 0 {
+		m.counter(m.calls, plugin, fn, "error").Add(float64(failed))
+	}
+}
+
+// initPlugin creates a plugin's counter series at 0, so an alert on
+// increase(...) has a series to watch before the first event.
+func (m *metrics) initPlugin(plugin string) {
+	if m == nil {
+		return
+	}
+	m.lost.WithLabelValues(plugin)
+	m.restarts.WithLabelValues(plugin)
+	for _, o := range []string{"finished", "failed"} {
+		m.swaps.WithLabelValues(plugin, o)
+	}
+	for _, o := range []string{"succeeded", "failed"} {
+		m.builds.WithLabelValues(plugin, o)
+	}
 }

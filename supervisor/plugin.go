@@ -387,7 +387,31 @@ func (p *Plugin) checkpoint(ctx context.Context) error {
 	if g == nil {
 		return nil
 	}
-	ck, err := p.snapshot(ctx, g, true)
+	// Hold new calls and let those in flight finish, as a swap's drain
+	// does, so the function state saved covers exactly the calls (and
+	// batches) whose results were handed back — what a pipeline passed on.
+	// Calls resume as soon as the plugin has answered the snapshot.
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			p.mu.Lock()
+			p.paused = false
+			p.wakeLocked()
+			p.mu.Unlock()
+		}
+	}
+	defer resume()
+	dctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout)
+	_, err := g.waitIdle(dctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	ck, err := p.snapshot(ctx, g, true, resume)
 	if err != nil {
 		return err
 	}
@@ -397,11 +421,15 @@ func (p *Plugin) checkpoint(ctx context.Context) error {
 
 // snapshot asks g for its state. With marks, it also waits until every
 // running source's stream has passed the checkpoint marker, so the saved
-// state never claims an item the host has not received.
-func (p *Plugin) snapshot(ctx context.Context, g *generation, marks bool) (*checkpoint, error) {
+// state never claims an item the host has not received. answered (if not
+// nil) runs once the plugin answered, before that wait.
+func (p *Plugin) snapshot(ctx context.Context, g *generation, marks bool, answered func()) (*checkpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.SnapshotTimeout)
 	defer cancel()
 	f, err := g.request(ctx, transport.Snapshot, nil)
+	if answered != nil {
+		answered()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
@@ -509,7 +537,7 @@ func (p *Plugin) shutdown() {
 		return
 	}
 	// The last words: a final checkpoint, so a host restart resumes here.
-	if ck, err := p.snapshot(context.Background(), g, true); err == nil {
+	if ck, err := p.snapshot(context.Background(), g, true, nil); err == nil {
 		p.ck = ck
 		if err := p.sup.store.save(p.name, ck); err != nil {
 			p.logf(g.num, "final checkpoint: %v", err)

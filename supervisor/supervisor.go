@@ -130,6 +130,8 @@ type Supervisor struct {
 	mu      sync.Mutex
 	plugins map[string]*Plugin
 	closed  bool
+
+	pipes pipeRegistry // status of the pipelines run by RunPipeline
 }
 
 // New prepares a supervisor: the state dir, a private socket dir (0700)
@@ -188,6 +190,7 @@ func (s *Supervisor) Add(name string, spec Spec) (*Plugin, error) {
 	}
 	p := newPlugin(s, name, spec)
 	s.plugins[name] = p
+	s.metrics.initPlugin(name)
 	go p.loop()
 	s.bus.publish(Event{Type: EventPluginAdded, Plugin: name})
 	return p, nil

@@ -138,7 +138,7 @@ func (p *Plugin) swap(o ReloadOptions) (rep *Report, err error) {
 	case derr == nil:
 		// 4. Snapshot N.
 		t = time.Now()
-		ck, err = p.snapshot(ctx, old, false)
+		ck, err = p.snapshot(ctx, old, false, nil)
 		rep.Phases.SnapshotMS = ms(time.Since(t))
 		if err != nil && !old.isDead() {
 			return rollback(err)

@@ -39,14 +39,16 @@ const (
 // Data channel frames. A data channel carries data and markers in one
 // ordered stream, so a marker is always behind the data sent before it.
 const (
-	Data       Type = 32 // one item; id = sequence number on this channel
-	Barrier    Type = 33 // host → sink: answer Ack with this id once every earlier item is collected
-	Ack        Type = 34 // sink → host: every item with sequence ≤ id is collected
-	EOS        Type = 35 // source → host: the source stopped; nothing follows
-	Call       Type = 36 // host → plugin: call a function; id = call id; payload = u16 name length, name, input
-	Result     Type = 37 // plugin → host: the call with this id returned; payload = output
-	Fail       Type = 38 // plugin → host: the call with this id failed (JSON ErrorMsg)
-	Checkpoint Type = 39 // source → host: a snapshot with this id was taken here in the stream
+	Data        Type = 32 // one item; id = sequence number on this channel
+	Barrier     Type = 33 // host → sink: answer Ack with this id once every earlier item is collected
+	Ack         Type = 34 // sink → host: every item with sequence ≤ id is collected
+	EOS         Type = 35 // source → host: the source stopped; nothing follows
+	Call        Type = 36 // host → plugin: call a function; id = call id; payload = u16 name length, name, input
+	Result      Type = 37 // plugin → host: the call with this id returned; payload = output
+	Fail        Type = 38 // plugin → host: the call with this id failed (JSON ErrorMsg)
+	Checkpoint  Type = 39 // source → host: a snapshot with this id was taken here in the stream
+	CallBatch   Type = 40 // host → plugin: call a function on n inputs; id = batch id (see batchcall.go)
+	ResultBatch Type = 41 // plugin → host: the batch with this id returned; one result or error per input, in order
 )
 
 // Batch wraps several frames in one message: payload is a sequence of
@@ -59,6 +61,7 @@ var typeNames = map[Type]string{
 	OK: "ok", Error: "error", State: "state", Pong: "pong",
 	Data: "data", Barrier: "barrier", Ack: "ack", EOS: "eos", Call: "call",
 	Result: "result", Fail: "fail", Checkpoint: "checkpoint", Batch: "batch",
+	CallBatch: "call_batch", ResultBatch: "result_batch",
 }
 
 func (t Type) String() string {

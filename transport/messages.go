@@ -34,6 +34,10 @@ type Manifest struct {
 	// Schemas describes symbols' JSON (JSON Schema), by symbol name;
 	// optional, per symbol: older plugins announce none.
 	Schemas map[string]SymbolSchema `json:"schemas,omitempty"`
+	// Features lists optional protocol features the plugin serves (see
+	// FeatureCallBatch); a plugin built before a feature existed omits it
+	// and the host does not use it.
+	Features []string `json:"features,omitempty"`
 }
 
 // SymbolSchema is the JSON Schema of what a symbol takes and emits: In and
@@ -43,6 +47,16 @@ type SymbolSchema struct {
 	In   json.RawMessage `json:"in,omitempty"`
 	Out  json.RawMessage `json:"out,omitempty"`
 	Item json.RawMessage `json:"item,omitempty"`
+}
+
+// Supports reports whether the manifest announces protocol feature f.
+func (m *Manifest) Supports(f string) bool {
+	for _, x := range m.Features {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 var symbolName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)

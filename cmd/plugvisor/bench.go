@@ -25,6 +25,7 @@ import (
 func benchCmd() *cobra.Command {
 	var plugin string
 	var calls, swaps int
+	var window time.Duration
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure calls and swaps against a real plugin process",
@@ -32,22 +33,27 @@ func benchCmd() *cobra.Command {
 returns IncrCounter of its input), starts it under a supervisor in a temp
 dir and prints a table: call round trip p50/p99, pipelined calls/s with 64
 in flight, swap pause p50/p99 under a steady call load, and the host's
-memory. Absolute numbers drift between machines and runs: compare them
+memory; then pipelines (it builds examples/counter, transform and
+filesink of the module the plugin is in): items/s for source → sink,
+source → function → sink and source → 3 functions → sink into a
+discarding sink, and the output stall of a pipeline whose function plugin
+is swapped at full speed. Absolute numbers drift between machines and runs: compare them
 with ipcbench run beside it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext(cmd)
 			defer cancel()
-			return runBench(ctx, cmd.OutOrStdout(), plugin, calls, swaps)
+			return runBench(ctx, cmd.OutOrStdout(), plugin, calls, swaps, window)
 		},
 	}
 	cmd.Flags().StringVar(&plugin, "plugin", "./examples/clicks", "Go plugin package with a count(string) function")
 	cmd.Flags().IntVar(&calls, "calls", 20000, "sequential calls for the round trip")
 	cmd.Flags().IntVar(&swaps, "swaps", 50, "swaps under load")
+	cmd.Flags().DurationVar(&window, "window", 2*time.Second, "how long each pipeline row is measured")
 	return cmd
 }
 
-func runBench(ctx context.Context, out io.Writer, plugin string, calls, swaps int) error {
+func runBench(ctx context.Context, out io.Writer, plugin string, calls, swaps int, window time.Duration) error {
 	dir, err := os.MkdirTemp("", "pvbench")
 	if err != nil {
 		return err
@@ -149,7 +155,7 @@ func runBench(ctx context.Context, out io.Writer, plugin string, calls, swaps in
 	fmt.Fprintf(out, "| swap pause p50 / p99 (%d swaps under load) | %s / %s |\n", swaps, pct(pauses, 0.5), pct(pauses, 0.99))
 	fmt.Fprintf(out, "| whole swap p50 | %s |\n", pct(totals, 0.5))
 	fmt.Fprintf(out, "| host heap in use / RSS | %.1f MiB / %s |\n", float64(ms.HeapInuse)/(1<<20), rss())
-	return nil
+	return benchPipelines(ctx, out, dir, pkg, min(swaps, 20), window)
 }
 
 func pct(d []time.Duration, q float64) time.Duration {

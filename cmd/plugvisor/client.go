@@ -201,6 +201,7 @@ symbols and last reload. --json prints the API's objects.`,
 			}
 			printStatus(out, list, len(args) == 1)
 			if len(args) == 0 {
+				printPipelines(ctx, c, out)
 				printOrphans(ctx, c, out)
 			}
 			return nil

@@ -620,13 +620,39 @@ func TestBenchCommand(t *testing.T) {
 		t.Skip("builds and runs a plugin")
 	}
 	clicks := filepath.Join(repoRoot(t), "examples", "clicks")
-	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3")
+	out, errOut, code := cli(t, nil, "bench", "--plugin", clicks, "--calls", "200", "--swaps", "3", "--window", "100ms")
 	if code != 0 {
 		t.Fatalf("bench: %d\n%s%s", code, out, errOut)
 	}
-	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS"} {
+	for _, row := range []string{"call round trip p50 / p99", "pipelined calls, 64 in flight", "swap pause p50 / p99 (3 swaps under load)", "RSS",
+		"pipeline source → sink", "pipeline source → function → sink", "pipeline source → 3 functions → sink", "pipeline output stall p99"} {
 		if !strings.Contains(out, row) {
 			t.Errorf("bench output lacks %q:\n%s", row, out)
+		}
+	}
+}
+
+// Test 4 (validate): a pipeline naming a misspelled symbol, a symbol of
+// the wrong kind or a misspelled plugin is refused with a suggestion.
+func TestValidatePipelineSymbols(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ pipeline, want string }{
+		{`source = "up.upper"
+functions = ["up.lower"]`, `plugin up has no source "upper" (up.upper is a function, and source needs a source)`},
+		{`source = "up.x"
+functions = ["up.uper"]`, `plugin up has no function "uper" — did you mean "up.upper"?; its functions: lower, upper`},
+		{`source = "up.x"
+functions = ["uq.upper"]`, `refers to plugin "uq", which is not configured (did you mean "up"?`},
+	}
+	for i, c := range cases {
+		path := filepath.Join(dir, fmt.Sprintf("c%d.toml", i))
+		os.WriteFile(path, []byte("[plugins.up]\ndriver = \"upper\"\n\n[[pipeline]]\nname = \"p\"\n"+c.pipeline+"\n"), 0o644)
+		var out, errb bytes.Buffer
+		if code := execute([]string{"validate", "-c", path}, &out, &errb); code != 1 {
+			t.Fatalf("case %d: validate exit %d, want 1\n%s%s", i, code, out.String(), errb.String())
+		}
+		if !strings.Contains(errb.String(), c.want) {
+			t.Errorf("case %d: validate said:\n%s\nwant it to say: %s", i, errb.String(), c.want)
 		}
 	}
 }

@@ -29,6 +29,11 @@ func validateCmd() *cobra.Command {
 		Short: "Check a config file without running it",
 		Long: `Validate loads the config file the way the daemon would (schema, values,
 driver resolution) and prints OK or every problem with its key and line.
+Pipelines must name configured plugins; the symbols they name are checked
+here for builtin plugins (their symbols are compiled into plugvisor), and
+for every plugin by the daemon, once the plugin has announced its symbols:
+a config edit naming a missing symbol is refused.
+
 When the config has pipelines, it then builds and starts the plugins they
 use — privately (own bin and state dir), nothing flows, no API — to learn
 their schemas, and refuses a pipeline whose stages do not fit (a source's
@@ -37,6 +42,9 @@ and both types. --types=false skips that.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path)
+			if err == nil {
+				err = checkPipelineSymbols(cfg)
+			}
 			if err != nil {
 				// Each problem on its own line, then a failing exit.
 				for _, e := range splitJoined(err) {

@@ -15,7 +15,10 @@ func main() { sdk.Serve(plugin) }
 // plugin is what main serves; the tests run it with sdktest.
 var plugin = sdk.Plugin{
 	Name: "filesink", Version: "1.0.0",
-	Sinks: map[string]sdk.NewSink{"append": func() sdk.Sink { return &appendSink{} }},
+	Sinks: map[string]sdk.NewSink{
+		"append":  func() sdk.Sink { return &appendSink{} },
+		"discard": func() sdk.Sink { return discard{} },
+	},
 }
 
 type appendSink struct {
@@ -52,3 +55,12 @@ func (s *appendSink) Collect(ctx sdk.Context, item any) error {
 }
 
 func (s *appendSink) Close(sdk.Context) error { return s.f.Close() }
+
+// discard collects and forgets: the trivial sink `plugvisor bench` uses
+// to measure pipelines rather than a disk.
+type discard struct{}
+
+func (discard) Configure(map[string]any) error { return nil }
+func (discard) Open(sdk.Context) error         { return nil }
+func (discard) Collect(sdk.Context, any) error { return nil }
+func (discard) Close(sdk.Context) error        { return nil }

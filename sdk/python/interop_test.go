@@ -639,3 +639,29 @@ func BenchmarkSourceThroughput(b *testing.B) {
 		h.shutdown()
 	})
 }
+
+// The Python SDK announces call_batch and answers a batch the Go
+// transport encodes: in order, a failing input failing only itself.
+func TestPythonCallBatch(t *testing.T) {
+	h := start(t, pythonCommand(t))
+	hello := h.handshake(0)
+	if !hello.Manifest.Supports(transport.FeatureCallBatch) {
+		t.Fatalf("manifest features = %v, want call_batch", hello.Manifest.Features)
+	}
+	c, in := h.open(transport.KindFunctions, "", "functions")
+	inputs := [][]byte{[]byte("[1,2]"), []byte("[1,0]"), []byte("[9,3]")}
+	h.send(c, transport.Frame{Type: transport.CallBatch, ID: 5, Payload: transport.CallBatchPayload(nil, "div", inputs)})
+	f := h.next(in)
+	if f.Type != transport.ResultBatch || f.ID != 5 {
+		t.Fatalf("got %s id %d", f.Type, f.ID)
+	}
+	items, err := transport.ParseResultBatch(f.Payload)
+	if err != nil || len(items) != 3 {
+		t.Fatalf("result_batch: %+v %v", items, err)
+	}
+	if items[0].Status != transport.ItemOK || string(items[0].Data) != "0.5" || items[1].Status != transport.ItemError ||
+		!strings.HasPrefix(string(items[1].Data), "ZeroDivisionError") || items[2].Status != transport.ItemOK || string(items[2].Data) != "3.0" {
+		t.Fatalf("items = %q", items)
+	}
+	h.shutdown()
+}

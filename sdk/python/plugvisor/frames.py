@@ -17,7 +17,15 @@ HELLO, WELCOME, REFUSE, OPEN, STOP, SNAPSHOT, RESTORE, PING, SHUTDOWN = range(1,
 OK, ERROR, STATE, PONG = 10, 11, 12, 13
 # Data channels.
 DATA, BARRIER, ACK, EOS, CALL, RESULT, FAIL, CHECKPOINT = range(32, 40)
+CALL_BATCH, RESULT_BATCH = 40, 41
 BATCH = 64
+
+# Protocol features a manifest may announce ("features"): the host sends
+# call_batch frames only to a plugin that announces FEATURE_CALL_BATCH.
+FEATURE_CALL_BATCH = "call_batch"
+# Per-item status in a result_batch payload.
+ITEM_OK, ITEM_ERROR, ITEM_PANIC = 0, 1, 2
+MAX_BATCH_ITEMS = 1 << 16
 
 TYPE_NAMES = {
     HELLO: "hello", WELCOME: "welcome", REFUSE: "refuse", OPEN: "open", STOP: "stop",
@@ -25,6 +33,7 @@ TYPE_NAMES = {
     OK: "ok", ERROR: "error", STATE: "state", PONG: "pong",
     DATA: "data", BARRIER: "barrier", ACK: "ack", EOS: "eos", CALL: "call",
     RESULT: "result", FAIL: "fail", CHECKPOINT: "checkpoint", BATCH: "batch",
+    CALL_BATCH: "call_batch", RESULT_BATCH: "result_batch",
 }
 
 _HEADER = struct.Struct(">BBHQ")
@@ -209,3 +218,69 @@ def parse_restore(p: bytes) -> Tuple[dict, Scopes]:
     if not isinstance(meta, dict):
         raise MalformedFrame("restore payload: meta is not a JSON object")
     return meta, parse_state(p[4 + n:])
+
+
+def _split_items(p: bytes, count: int, with_status: bool) -> List[Tuple[int, bytes]]:
+    """count entries of ([u8 status], u32 length, bytes) filling p exactly."""
+    if count > MAX_BATCH_ITEMS:
+        raise MalformedFrame("batch of %d items, over the limit of %d" % (count, MAX_BATCH_ITEMS))
+    head = 5 if with_status else 4
+    if count * head > len(p):
+        raise MalformedFrame("batch announces %d items in %d bytes" % (count, len(p)))
+    out, off = [], 0
+    for i in range(count):
+        if len(p) - off < head:
+            raise MalformedFrame("batch truncated at item %d" % i)
+        status = 0
+        if with_status:
+            status = p[off]
+            if status > ITEM_PANIC:
+                raise MalformedFrame("item %d has unknown status %d" % (i, status))
+            off += 1
+        (n,) = _U32.unpack_from(p, off)
+        off += 4
+        if n > len(p) - off:
+            raise MalformedFrame("batch item %d of %d bytes overruns the payload (%d left)" % (i, n, len(p) - off))
+        out.append((status, bytes(p[off:off + n])))
+        off += n
+    if off != len(p):
+        raise MalformedFrame("%d bytes after the last of %d batch items" % (len(p) - off, count))
+    return out
+
+
+def call_batch_payload(name: str, inputs: List[bytes]) -> bytes:
+    """u16 name length, name, u32 count, then per input u32 length + input."""
+    n = name.encode()
+    parts = [_U16.pack(len(n)), n, _U32.pack(len(inputs))]
+    for i in inputs:
+        parts += [_U32.pack(len(i)), bytes(i)]
+    return b"".join(parts)
+
+
+def parse_call_batch(p: bytes) -> Tuple[str, List[bytes]]:
+    if len(p) < 2:
+        raise MalformedFrame("call_batch payload of %d bytes" % len(p))
+    (n,) = _U16.unpack_from(p)
+    if len(p) < 2 + n + 4:
+        raise MalformedFrame("call_batch name of %d bytes overruns the payload" % n)
+    try:
+        name = bytes(p[2:2 + n]).decode()
+    except UnicodeDecodeError as e:
+        raise MalformedFrame("call_batch name is not UTF-8: %s" % e) from None
+    (count,) = _U32.unpack_from(p, 2 + n)
+    return name, [d for _, d in _split_items(p[2 + n + 4:], count, False)]
+
+
+def result_batch_payload(items: List[Tuple[int, bytes]]) -> bytes:
+    """u32 count, then per item u8 status, u32 length, bytes."""
+    parts = [_U32.pack(len(items))]
+    for status, data in items:
+        parts += [bytes([status]), _U32.pack(len(data)), bytes(data)]
+    return b"".join(parts)
+
+
+def parse_result_batch(p: bytes) -> List[Tuple[int, bytes]]:
+    if len(p) < 4:
+        raise MalformedFrame("result_batch payload of %d bytes" % len(p))
+    (count,) = _U32.unpack_from(p)
+    return _split_items(p[4:], count, True)

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import frames as fr
 from .channel import Channel
@@ -144,7 +144,7 @@ class Server:
         self.manifest = {
             "name": name, "version": version, "state_version": self.state_version, "language": "python",
             "sources": sorted(self.sources), "sinks": sorted(self.sinks), "functions": sorted(self.functions),
-            "migrate": migrate is not None,
+            "migrate": migrate is not None, "features": [fr.FEATURE_CALL_BATCH],
         }
         announced = self._schemas(schemas or {})
         if announced:
@@ -448,9 +448,13 @@ class Server:
             try:
                 frames = c.recv()
                 for f in frames:
-                    if f.type != fr.CALL:
+                    if f.type not in (fr.CALL, fr.CALL_BATCH):
                         raise fr.MalformedFrame("unexpected %s frame on the call channel" % fr.type_name(f.type))
                 for f in frames:
+                    if f.type == fr.CALL_BATCH:
+                        name, inputs = fr.parse_call_batch(f.payload)
+                        self._pool.submit(self._call_batch, c, name, f.id, inputs)
+                        continue
                     name, data = fr.parse_call(f.payload)
                     fn = self.functions.get(name)
                     if fn is None:
@@ -465,11 +469,13 @@ class Server:
             except RuntimeError:  # the pool is shut down: the process is exiting
                 return
 
-    def _call(self, c: Channel, fn: _Function, cid: int, data: bytes) -> None:
-        ctx = Context(self.state.scope("function/" + fn.name),
-                      logging.getLogger("plugvisor.%s.%s" % (self.name, fn.name)), self.config, self._stopping,
-                      "function/" + fn.name, fn.name)
-        panic = False
+    def _function_ctx(self, fn: _Function) -> Context:
+        return Context(self.state.scope("function/" + fn.name),
+                       logging.getLogger("plugvisor.%s.%s" % (self.name, fn.name)), self.config, self._stopping,
+                       "function/" + fn.name, fn.name)
+
+    def _apply(self, ctx: Context, fn: _Function, cid: int, data: bytes) -> Tuple[int, bytes]:
+        """Runs fn on one input: (ITEM_OK, output) or (ITEM_ERROR/ITEM_PANIC, message)."""
         try:
             if fn.takes_input:
                 try:
@@ -480,19 +486,24 @@ class Server:
             else:
                 out = fn.fn(ctx)
             try:
-                payload = _encode_item(out)
+                return fr.ITEM_OK, _encode_item(out)
             except (TypeError, ValueError) as e:
                 raise _RequestError("function %r: result of type %s cannot be JSON-encoded: %s"
                                     % (fn.name, type(out).__name__, e)) from None
-            frame = (fr.RESULT, payload)
         except _RequestError as e:
-            frame = (fr.FAIL, _error_payload(str(e)))
+            return fr.ITEM_ERROR, str(e).encode()
         except Exception as e:
             ctx.log.debug("call %d failed", cid, exc_info=True)
-            frame = (fr.FAIL, _error_payload(describe(e)))
+            return fr.ITEM_ERROR, describe(e).encode()
         except BaseException as e:  # SystemExit, KeyboardInterrupt: like a Go panic
-            panic = True
-            frame = (fr.FAIL, _error_payload(describe(e), panic=True))
+            return fr.ITEM_PANIC, describe(e).encode()
+
+    def _call(self, c: Channel, fn: _Function, cid: int, data: bytes) -> None:
+        status, out = self._apply(self._function_ctx(fn), fn, cid, data)
+        if status == fr.ITEM_OK:
+            frame = (fr.RESULT, out)
+        else:
+            frame = (fr.FAIL, _error_payload(out.decode(), panic=status == fr.ITEM_PANIC))
         try:
             try:
                 c.send(frame[0], cid, frame[1])
@@ -502,10 +513,41 @@ class Server:
                     "[supervisor] config" % (fn.name, e)))
         except Closed:
             pass
-        if panic:
+        if status == fr.ITEM_PANIC:
             # Its state may be half-written: end the process so the host
             # restarts it from the last checkpoint.
-            self._fatal("function %s: %s" % (fn.name, frame[1].decode()))
+            self._fatal("function %s: %s" % (fn.name, out.decode()))
+
+    def _call_batch(self, c: Channel, name: str, bid: int, inputs: List[bytes]) -> None:
+        """Applies the function to each input in order and answers the batch
+        in one result_batch frame; a failing input fails only itself. A panic
+        ends the batch there (the rest are "not run") and then the process."""
+        fn = self.functions.get(name)
+        if fn is None:
+            msg = ("no function %r in plugin %s (it has: %s)" % (
+                name, self.name, ", ".join(sorted(self.functions)) or "none")).encode()
+            items = [(fr.ITEM_ERROR, msg)] * len(inputs)
+        else:
+            ctx = self._function_ctx(fn)
+            items, panicked = [], None
+            for data in inputs:
+                if panicked is not None:
+                    items.append((fr.ITEM_ERROR, b"not run: an earlier input of its batch panicked"))
+                    continue
+                status, out = self._apply(ctx, fn, bid, data)
+                if status == fr.ITEM_PANIC:
+                    panicked = out
+                items.append((status, out))
+        try:
+            try:
+                c.send(fr.RESULT_BATCH, bid, fr.result_batch_payload(items))
+            except fr.FrameTooLarge as e:
+                msg = ("function %r: %s" % (name, e)).encode()
+                c.send(fr.RESULT_BATCH, bid, fr.result_batch_payload([(fr.ITEM_ERROR, msg)] * len(inputs)))
+        except Closed:
+            pass
+        if fn is not None and panicked is not None:
+            self._fatal("function %s: %s" % (fn.name, panicked.decode()))
 
     def _run_source(self, inst: _Instance) -> None:
         c = inst.chan

@@ -109,3 +109,18 @@ class StateBlobTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BatchCallTest(unittest.TestCase):
+    def test_round_trip_and_malformed(self):
+        p = fr.call_batch_payload("double", [b"1", b"", b'"x"'])
+        self.assertEqual(fr.parse_call_batch(p), ("double", [b"1", b"", b'"x"']))
+        items = [(fr.ITEM_OK, b"2"), (fr.ITEM_ERROR, b"bad"), (fr.ITEM_PANIC, b"")]
+        self.assertEqual(fr.parse_result_batch(fr.result_batch_payload(items)), items)
+        for bad in (p[:-1], p + b"x", p[:8], b"\x00"):
+            with self.assertRaises(fr.MalformedFrame):
+                fr.parse_call_batch(bad)
+        with self.assertRaises(fr.MalformedFrame):  # a count no payload can hold
+            fr.parse_result_batch(b"\xff\xff\xff\xff")
+        with self.assertRaises(fr.MalformedFrame):  # unknown status
+            fr.parse_result_batch(fr.result_batch_payload([(7, b"")]))

@@ -244,6 +244,34 @@ class ServerTest(unittest.TestCase):
         f = c.next()
         self.assertEqual((f.type, f.id, f.payload), (fr.RESULT, 2, b"42"))
         self.assertTrue(h.thread.is_alive())
+    def test_call_batch(self):
+        h = Host(self)
+        self.assertEqual(h.hello["manifest"]["features"], [fr.FEATURE_CALL_BATCH])
+        r, c = h.open("functions", instance="functions")
+        self.assertEqual(r.type, fr.OK)
+        inputs = [str(i).encode() for i in range(1, 21)]
+        inputs[6] = b"{bad"  # one failing input fails only itself
+        c.send(fr.CALL_BATCH, 7, fr.call_batch_payload("double", inputs))
+        c.send(fr.CALL_BATCH, 8, fr.call_batch_payload("boom", [b'"a"', b'"b"']))
+        c.send(fr.CALL_BATCH, 9, fr.call_batch_payload("nope", [b"1"]))
+        got = {}
+        while len(got) < 3:
+            f = c.next()
+            self.assertEqual(f.type, fr.RESULT_BATCH)
+            got[f.id] = fr.parse_result_batch(f.payload)
+        items = got[7]
+        self.assertEqual(len(items), 20)
+        for i, (status, out) in enumerate(items, 1):
+            if i == 7:
+                self.assertEqual(status, fr.ITEM_ERROR)
+                self.assertIn(b"not valid JSON", out)
+            else:
+                self.assertEqual((status, json.loads(out)), (fr.ITEM_OK, 2 * i))
+        self.assertEqual([s for s, _ in got[8]], [fr.ITEM_ERROR, fr.ITEM_ERROR])
+        self.assertIn(b"KeyError: 'b'", got[8][1][1])
+        self.assertIn(b"no function 'nope'", got[9][0][1])
+        state = fr.parse_state(h.request(fr.SNAPSHOT).payload)
+        self.assertEqual(state["function/double"], {"calls": b"19"})
 
     def test_source_stop_snapshot_restore(self):
         h = Host(self)
