@@ -33,6 +33,7 @@ cross:
 
 test-python:
 	cd sdk/python && python3 -m unittest discover -s tests -t . -q
+	cd examples/pydemo && PYTHONPATH=../../sdk/python python3 -m unittest -q test_main
 
 # Benchmarks (testing.B): call round trip, pipelined calls, source stream,
 # swap pause by state size; the Python SDK next to the Go SDK; builds;

@@ -107,6 +107,10 @@ func NewServer(b Backend, log *zerolog.Logger, opts ...Option) http.Handler {
 	mux.HandleFunc("GET /symbols", s.symbols)
 	mux.HandleFunc("POST /functions/{plugin}/{function}", s.call)
 	mux.HandleFunc("GET /events", s.events)
+	mux.HandleFunc("GET /state", s.stateList)
+	mux.HandleFunc("GET /state/{plugin}", s.stateGet)
+	mux.HandleFunc("PUT /state/{plugin}", s.statePut)
+	mux.HandleFunc("DELETE /state/{plugin}", s.stateDelete)
 	s.pipelineRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{}))
 	s.probes(mux) // /livez, /readyz, /healthz: probes.go
@@ -266,6 +270,10 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad n=%q: want a count of lines, such as n=100", v))
 			return
 		}
+	}
+	if r.URL.Query().Get("follow") == "1" {
+		s.followLogs(w, r, n)
+		return
 	}
 	lines, err := s.b.Logs(r.PathValue("name"), n)
 	if err != nil {

@@ -38,6 +38,11 @@ type Options struct {
 	Env    map[string]string // extra env for go and go list (e.g. CGO_ENABLED=0); wins over the host env
 	Keep   int               // builds kept per plugin for rollback (default 5); older ones deleted, never the current one
 	Go     string            // the go command; default "go" looked up in PATH
+	// LateWatchSet keeps go list off the build: Build returns when go
+	// build is done, and Result.LateWatchSet (or BuildError.LateWatchSet)
+	// runs go list when called (the dev loop swaps first and refreshes its
+	// watches after).
+	LateWatchSet bool
 }
 
 // Result describes a successful build.
@@ -48,6 +53,9 @@ type Result struct {
 	Changed  bool          // false if ID equals the current build (nothing to swap)
 	Duration time.Duration // wall time of go build
 	WatchSet WatchSet      // recomputed after every successful build
+	// LateWatchSet, set only with Options.LateWatchSet, runs go list and
+	// returns the watch set (WatchSet is then empty).
+	LateWatchSet func() (WatchSet, error)
 }
 
 // Diagnostic is one message of a failed build. File is absolute, or empty
@@ -78,6 +86,9 @@ type BuildError struct {
 	// dependencies, so that fixing the error anywhere in them (even in a
 	// package imported for the first time) triggers the next build.
 	WatchSet WatchSet
+	// LateWatchSet, with Options.LateWatchSet, computes WatchSet on demand
+	// (after the error was shown).
+	LateWatchSet func() (WatchSet, error)
 }
 
 func (e *BuildError) Error() string {
@@ -157,7 +168,10 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 	}
 	args = append(args, ".")
 
-	// go list runs beside go build: the dev loop waits for the slower one,
+	if opts.LateWatchSet {
+		return buildLate(ctx, plugin, pkgDir, dir, tmp, args, opts)
+	}
+	// go list runs beside go build: the caller waits for the slower one,
 	// not for both.
 	var (
 		ws     WatchSet
@@ -171,23 +185,66 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 	dur := time.Since(start)
 	listWG.Wait()
 
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("build %s: cancelled: %w", plugin, ctx.Err())
-	}
-	if runErr != nil {
-		var exitErr *exec.ExitError
-		if !errors.As(runErr, &exitErr) {
-			return nil, fmt.Errorf("build %s: %w", plugin, runErr)
-		}
-		if wsErr != nil {
-			ws = fallbackWatchSet(pkgDir)
-		}
-		return nil, &BuildError{Plugin: plugin, Diagnostics: ParseDiagnostics(out, pkgDir), Output: out, WatchSet: ws}
+	if err := buildFailure(ctx, plugin, pkgDir, out, runErr, ws, wsErr, nil); err != nil {
+		return nil, err
 	}
 	if wsErr != nil {
 		return nil, fmt.Errorf("build %s: %w", plugin, wsErr)
 	}
+	r, err := finishBuild(plugin, dir, tmp, opts, dur)
+	if r != nil {
+		r.WatchSet = ws
+	}
+	return r, err
+}
 
+// buildLate is Build with Options.LateWatchSet: go list runs only when the
+// caller asks for the watch set, after it used the build (no CPU taken
+// from go build, nothing added to the path from save to serving).
+func buildLate(ctx context.Context, plugin, pkgDir, dir, tmp string, args []string, opts Options) (*Result, error) {
+	start := time.Now()
+	out, runErr := run(ctx, opts, pkgDir, args, testHookStarted)
+	dur := time.Since(start)
+	late := func() (WatchSet, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lateListTimeout)
+		defer cancel()
+		ws, err := Discover(lctx, pkgDir, opts)
+		if err != nil {
+			return WatchSet{}, fmt.Errorf("build %s: %w", plugin, err)
+		}
+		return ws, nil
+	}
+	if err := buildFailure(ctx, plugin, pkgDir, out, runErr, WatchSet{}, nil, late); err != nil {
+		return nil, err
+	}
+	r, err := finishBuild(plugin, dir, tmp, opts, dur)
+	if r != nil {
+		r.LateWatchSet = late
+	}
+	return r, err
+}
+
+// buildFailure turns a failed go build into its error (nil: it built).
+func buildFailure(ctx context.Context, plugin, pkgDir, out string, runErr error, ws WatchSet, wsErr error,
+	late func() (WatchSet, error)) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("build %s: cancelled: %w", plugin, ctx.Err())
+	}
+	if runErr == nil {
+		return nil
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(runErr, &exitErr) {
+		return fmt.Errorf("build %s: %w", plugin, runErr)
+	}
+	if wsErr != nil {
+		ws = fallbackWatchSet(pkgDir)
+	}
+	return &BuildError{Plugin: plugin, Diagnostics: ParseDiagnostics(out, pkgDir), Output: out, WatchSet: ws, LateWatchSet: late}
+}
+
+// finishBuild names the built binary by its hash and moves it into place.
+func finishBuild(plugin, dir, tmp string, opts Options, dur time.Duration) (*Result, error) {
 	sum, err := FileSHA256(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("build %s: read built binary: %w", plugin, err)
@@ -203,8 +260,11 @@ func Build(ctx context.Context, plugin, pkgDir string, opts Options) (*Result, e
 		keep = DefaultKeep
 	}
 	prune(dir, plugin, keep, cur, bin)
-	return &Result{Plugin: plugin, ID: id, Binary: bin, Changed: cur != bin, Duration: dur, WatchSet: ws}, nil
+	return &Result{Plugin: plugin, ID: id, Binary: bin, Changed: cur != bin, Duration: dur}, nil
 }
+
+// lateListTimeout bounds a go list that runs on after its build returned.
+const lateListTimeout = 2 * time.Minute
 
 // place moves the finished temp build to its final name without ever
 // writing over an existing file (it may be a running executable): a hard

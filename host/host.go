@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -27,6 +26,7 @@ import (
 	"github.com/plugvisor/plugvisor/builtin"
 	"github.com/plugvisor/plugvisor/compiler"
 	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/sdk/python"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -37,9 +37,13 @@ type Options struct {
 	Builtins   map[string]string     // builtin name → source folder (builtin.Sources()); nil = builtin.Sources()
 	NoWatch    bool                  // don't watch sources/binaries/config (plugvisor build, tests)
 	// PythonSDK is the folder put on PYTHONPATH for python command plugins
-	// (the one holding the plugvisor package). "" finds sdk/python next to
-	// the builtin sources or above the config file's folder.
+	// (the one holding the plugvisor package). "" extracts the SDK embedded
+	// in this binary into state_dir/python-sdk/<version>/.
 	PythonSDK string
+	// Streamed says the caller shows events and plugin output itself
+	// (plugvisor dev): plugin output and failures already in an event are
+	// not logged again.
+	Streamed bool
 	// NoPipelines starts the plugins but not the config's pipelines
 	// (plugvisor validate learns the plugins' schemas this way).
 	NoPipelines bool
@@ -110,6 +114,7 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		EnvInherit:         s.EnvInherit,
 		Logger:             o.Logger,
 		Registerer:         o.Registerer,
+		QuietOutput:        o.Streamed,
 		ResetDamagedState:  o.ResetDamagedState,
 	})
 	if err != nil {
@@ -118,43 +123,13 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 	h.sup = sup
 	h.pySDK = o.PythonSDK
 	if h.pySDK == "" {
-		h.pySDK = findPythonSDK(cfg.Dir, o.Builtins)
+		// The SDK of this binary's own version, embedded in it: a binary
+		// copied anywhere runs Python plugins.
+		if h.pySDK, err = python.Extract(filepath.Join(s.StateDir, "python-sdk")); err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
 	}
 	return h, nil
-}
-
-// findPythonSDK looks for sdk/python/plugvisor above the builtin sources
-// and above the config's folder.
-func findPythonSDK(cfgDir string, builtins map[string]string) string {
-	var starts []string
-	names := make([]string, 0, len(builtins))
-	for n := range builtins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if builtins[n] != "" {
-			starts = append(starts, builtins[n])
-		}
-	}
-	if cfgDir != "" {
-		starts = append(starts, cfgDir)
-	}
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	for _, d := range starts {
-		for dir := d; ; dir = filepath.Dir(dir) {
-			cand := filepath.Join(dir, "sdk", "python")
-			if fi, err := os.Stat(filepath.Join(cand, "plugvisor")); err == nil && fi.IsDir() {
-				return cand
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
-		}
-	}
-	return ""
 }
 
 // Run builds or fetches and starts every configured plugin, watches their

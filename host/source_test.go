@@ -14,9 +14,9 @@ import (
 )
 
 // Editors' save styles, replayed as the file system sees them.
-func saveInPlace(t *testing.T, path, data string) { writeFile(t, path, data) }
+func saveInPlace(t testing.TB, path, data string) { writeFile(t, path, data) }
 
-func saveVim(t *testing.T, path, data string) {
+func saveVim(t testing.TB, path, data string) {
 	dir := filepath.Dir(path)
 	probe := filepath.Join(dir, "4913")
 	writeFile(t, probe, "")
@@ -26,7 +26,7 @@ func saveVim(t *testing.T, path, data string) {
 	must(t, os.Remove(path+"~"))
 }
 
-func saveJetBrains(t *testing.T, path, data string) {
+func saveJetBrains(t testing.TB, path, data string) {
 	tmp, old := path+"___jb_tmp___", path+"___jb_old___"
 	writeFile(t, tmp, data)
 	must(t, os.Rename(path, old))
@@ -81,7 +81,7 @@ func TestSourceDevLoop(t *testing.T) {
 	t.Run("saves", func(t *testing.T) {
 		saves := []struct {
 			name string
-			save func(*testing.T, string, string)
+			save func(testing.TB, string, string)
 		}{{"in-place", saveInPlace}, {"vim", saveVim}, {"jetbrains", saveJetBrains}}
 		start := hs.rec.mark()
 		var timings []string
@@ -102,7 +102,9 @@ func TestSourceDevLoop(t *testing.T) {
 		}
 		// The worker is serial: by the time the last swap finished, a
 		// duplicate batch of any earlier save would have built already.
-		if n := hs.rec.count(start, supervisor.EventBuildStarted, "plug"); n != len(saves) {
+		// (A build started at a save's first event and restarted by its
+		// next one never completes: count completed builds.)
+		if n := hs.rec.count(start, supervisor.EventBuildSucceeded, "plug"); n != len(saves) {
 			t.Errorf("%d builds for %d saves; events: %s", n, len(saves), hs.rec.dump(start))
 		}
 		if n := hs.rec.count(start, supervisor.EventSwapFinished, "plug"); n != len(saves) {

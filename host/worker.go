@@ -43,10 +43,15 @@ type worker struct {
 	cfg     *config.Plugin
 	fetched string // remote: the fetched folder
 	ws      compiler.WatchSet
+	lateWS  func() (compiler.WatchSet, error) // the last build's watch set, not computed yet
+	wsSeq   int                               // late watch sets started (applyWatchSet takes the newest)
+	wsReady chan lateWatchSet
+	builtAt time.Time // when the last build started
 	watches map[string]*watch
 
-	mu        sync.Mutex
-	lastBatch watcher.Batch
+	mu         sync.Mutex
+	lastBatch  watcher.Batch
+	lastChange time.Time // when a watched file last changed (the quiet period counts from it)
 }
 
 // progress is how the worker reports into its plugin's lifecycle
@@ -64,7 +69,7 @@ type watch struct {
 
 func newWorker(h *Host, name string, p *config.Plugin, plug *supervisor.Plugin) *worker {
 	return &worker{h: h, name: name, p: plug, cfg: p, first: make(chan struct{}), done: make(chan struct{}),
-		cancel: func() {}, reqs: make(chan func(context.Context)), kick: make(chan struct{}, 1),
+		cancel: func() {}, reqs: make(chan func(context.Context)), kick: make(chan struct{}, 1), wsReady: make(chan lateWatchSet),
 		watches: map[string]*watch{}}
 }
 
@@ -105,6 +110,7 @@ func (w *worker) loop(ctx context.Context) {
 		defer close(w.first)
 		w.start(ctx)
 	}()
+	w.settleWatchSet(ctx)
 	var tick <-chan time.Time
 	if every, ok := w.cfg.UpdateInterval(); ok {
 		t := time.NewTicker(every)
@@ -117,10 +123,14 @@ func (w *worker) loop(ctx context.Context) {
 			return
 		case fn := <-w.reqs:
 			fn(ctx)
+			w.settleWatchSet(ctx)
 		case <-w.kick:
 			w.onChange(ctx)
+			w.settleWatchSet(ctx)
 		case <-tick:
 			w.onUpdate(ctx)
+		case l := <-w.wsReady:
+			w.applyWatchSet(ctx, l)
 		}
 	}
 }
@@ -160,6 +170,12 @@ func (w *worker) start(ctx context.Context) {
 }
 
 func (w *worker) fail(err error) {
+	var bf *buildFailed
+	if w.h.opts.Streamed && (errors.As(err, &bf) || errors.Is(err, supervisor.ErrSwapFailed)) {
+		// Its build.failed or swap.failed event already showed it.
+		w.progress().Prepared(err)
+		return
+	}
 	w.h.log.Error().Str("plugin", w.name).Err(err).Msg("plugin not updated")
 	w.progress().Prepared(err)
 }
@@ -255,7 +271,7 @@ func (w *worker) folderSpec(ctx context.Context, dir string) (*supervisor.Spec, 
 func (w *worker) compilerOptions() compiler.Options {
 	s := w.scfg()
 	return compiler.Options{BinDir: s.BinDir, Flags: w.cfg.Build.Flags, Tags: w.cfg.Build.Tags,
-		Env: w.cfg.Build.Env, Keep: s.KeepBuilds}
+		Env: w.cfg.Build.Env, Keep: s.KeepBuilds, LateWatchSet: speculative}
 }
 
 // build compiles dir, publishing build events; a newer change cancels the
@@ -295,12 +311,16 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			o = <-res
 		}
 		cancel()
+		if !superseded && ctx.Err() == nil && w.awaitQuiet(ctx) {
+			superseded = true // a change landed within the quiet period: this build is stale
+		}
 		if superseded && ctx.Err() == nil {
 			w.h.log.Info().Str("plugin", w.name).Msg("build superseded by a newer change")
 			continue
 		}
 		d := time.Since(start)
 		ms := float64(d.Microseconds()) / 1000
+		w.builtAt = start
 		if o.err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -310,6 +330,7 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			msg := o.err.Error()
 			var diags []string
 			if errors.As(o.err, &be) {
+				w.lateWS = be.LateWatchSet
 				if len(be.WatchSet.Dirs) > 0 || be.WatchSet.Module != "" {
 					w.ws = be.WatchSet
 				}
@@ -328,6 +349,7 @@ func (w *worker) build(ctx context.Context, dir string) (*compiler.Result, error
 			return nil, bf
 		}
 		w.sup().RecordBuild(w.name, d, nil)
+		w.lateWS = o.r.LateWatchSet
 		if len(o.r.WatchSet.Dirs) > 0 || o.r.WatchSet.Module != "" {
 			w.ws = o.r.WatchSet
 		}
@@ -688,7 +710,7 @@ func (w *worker) setWatches(ctx context.Context) {
 			wa.wt.SetMatch(match)
 			continue
 		}
-		wt, err := watcher.New(r, watcher.Options{Debounce: s.Debounce.Duration, MaxWait: s.MaxWait.Duration, Poll: s.Poll, Match: match,
+		wt, err := watcher.New(r, watcher.Options{Debounce: w.debounce(s.Debounce.Duration), MaxWait: s.MaxWait.Duration, Poll: s.Poll, Match: match,
 			OnError: func(err error) { w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("watch") }})
 		if err != nil {
 			w.h.log.Warn().Str("plugin", w.name).Err(err).Msg("not watching; changes need a reload")
@@ -708,6 +730,7 @@ func (w *worker) setWatches(ctx context.Context) {
 			defer wg.Done()
 			for b := range wt.Batches() {
 				w.mu.Lock()
+				w.lastChange = b.Last
 				if len(w.lastBatch.Paths) == 0 {
 					w.lastBatch = b
 				} else {

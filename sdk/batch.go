@@ -30,7 +30,7 @@ func (s *server) dispatchBatch(c *transport.Conn, f transport.Frame) {
 		s.sendBatch(c, f.ID, items, name)
 		return
 	}
-	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s)}
+	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s), config: s.config}
 	// One recover for the batch, not one per input: a panic at input i
 	// marks it, and the inputs after it are not run.
 	var at int

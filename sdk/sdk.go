@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -47,6 +48,31 @@ type Plugin struct {
 	// (the Version of the generation being replaced). It is called when the
 	// versions differ; nil means state passes unchanged.
 	Migrate func(fromVersion string, state map[string][]byte) (map[string][]byte, error)
+
+	// MigrateScope, when set, is used instead of Migrate and is told more:
+	// which scope it converts and the plugin and state versions that wrote
+	// it. It is called under the same conditions as Migrate.
+	MigrateScope func(m Migration, state map[string][]byte) (map[string][]byte, error)
+}
+
+// Migration tells MigrateScope what it converts.
+type Migration struct {
+	Scope            string // "functions", "source/<symbol>/<name>", "sink/<symbol>/<name>"
+	FromVersion      string // plugin version that wrote the state ("" if unknown)
+	FromStateVersion string // state version that wrote it
+	ToVersion        string // this plugin's Version
+	ToStateVersion   string // this plugin's StateVersion ("1" when empty)
+}
+
+// migrates reports whether p has a migration hook.
+func (p *Plugin) migrates() bool { return p.Migrate != nil || p.MigrateScope != nil }
+
+// migrate runs whichever hook p has on one scope.
+func (p *Plugin) migrate(m Migration, kv map[string][]byte) (map[string][]byte, error) {
+	if p.MigrateScope != nil {
+		return p.MigrateScope(m, kv)
+	}
+	return p.Migrate(m.FromVersion, kv)
 }
 
 // NewSource makes a fresh source instance.
@@ -93,6 +119,17 @@ type State interface {
 
 type stateKey struct{}
 
+type configKey struct{}
+
+// ConfigOf returns the plugin's [plugins.NAME.config] table inside a
+// function that takes a context.Context (sources and sinks get it in
+// Configure). It is nil when the plugin has no config or outside a call;
+// treat it as read-only: every call shares it.
+func ConfigOf(ctx context.Context) map[string]any {
+	c, _ := ctx.Value(configKey{}).(map[string]any)
+	return c
+}
+
 // StateOf returns the state of the function being called; inside a
 // function that takes a context.Context. All functions of a plugin share
 // one scope. Outside a function it returns nil.
@@ -125,7 +162,11 @@ func Serve(p Plugin) {
 	env.WatchParent = true
 	err := ServeEnv(context.Background(), p, env)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "plugin %s: %v\n", p.Name, err)
+		msg := err.Error()
+		if prefix := "plugin " + p.Name + ": "; !strings.HasPrefix(msg, prefix) {
+			msg = prefix + msg // ServeEnv's own errors may name the plugin already
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 	os.Exit(0)

@@ -73,15 +73,19 @@ type instance struct {
 // symCtx is the Context handed to plugin code.
 type symCtx struct {
 	context.Context
-	state State
-	log   *zerolog.Logger
+	state  State
+	log    *zerolog.Logger
+	config map[string]any
 }
 
 func (c *symCtx) State() State            { return c.state }
 func (c *symCtx) Logger() *zerolog.Logger { return c.log }
 func (c *symCtx) Value(k any) any {
-	if k == (stateKey{}) {
+	switch k {
+	case stateKey{}:
 		return c.state
+	case configKey{}:
+		return c.config
 	}
 	return c.Context.Value(k)
 }
@@ -91,7 +95,7 @@ func newServer(p Plugin, env Env) (*server, error) {
 		fatal: make(chan error, 1), heard: make(chan struct{}, 1)}
 	s.log = zerolog.New(os.Stderr).With().Timestamp().Str("plugin", p.Name).Logger()
 	s.man = transport.Manifest{Name: p.Name, Version: p.Version, StateVersion: stateVersion(p.StateVersion),
-		Language: "go", Migrate: p.Migrate != nil, Features: []string{transport.FeatureCallBatch}, Sources: keys(p.Sources), Sinks: keys(p.Sinks), Functions: keys(p.Functions)}
+		Language: "go", Migrate: p.migrates(), Features: []string{transport.FeatureCallBatch}, Sources: keys(p.Sources), Sinks: keys(p.Sinks), Functions: keys(p.Functions)}
 	for _, name := range s.man.Functions {
 		f, err := checkFunction(name, p.Functions[name])
 		if err != nil {
@@ -395,7 +399,7 @@ func (s *server) open(f transport.Frame) (err error) {
 	}
 	if sym != nil {
 		in.scope = s.state.get(m.Instance)
-		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger(m.Kind, m.Symbol)}
+		in.sctx = &symCtx{Context: ictx, state: in.scope, log: s.symLogger(m.Kind, m.Symbol), config: s.config}
 		if err := sym.Configure(s.config); err != nil {
 			return fmt.Errorf("%s %s: configure: %w", m.Kind, m.Symbol, err)
 		}
@@ -560,7 +564,7 @@ func failFrame(id uint64, err error, panicked bool) transport.Frame {
 }
 
 func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) {
-	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s)}
+	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s), config: s.config}
 	out, err, panicked := protect(func() ([]byte, error) { return fn.call(ctx, input) })
 	f := transport.Frame{Type: transport.Result, ID: id, Payload: out}
 	if err != nil {
@@ -678,13 +682,15 @@ func (s *server) restore(p []byte) error {
 		return err
 	}
 	from := stateVersion(meta.FromStateVersion)
-	migrate := s.p.Migrate != nil && meta.FromVersion != "" && meta.FromVersion != s.p.Version
-	if from != s.man.StateVersion && s.p.Migrate == nil {
+	migrate := s.p.migrates() && meta.FromVersion != "" && meta.FromVersion != s.p.Version
+	if from != s.man.StateVersion && !s.p.migrates() {
 		return fmt.Errorf("state version %s cannot read state version %s and plugin %s has no Migrate hook", s.man.StateVersion, from, s.p.Name)
 	}
 	for name, kv := range scopes {
 		if migrate || from != s.man.StateVersion {
-			kv, err = s.p.Migrate(meta.FromVersion, kv)
+			m := Migration{Scope: name, FromVersion: meta.FromVersion, FromStateVersion: from,
+				ToVersion: s.p.Version, ToStateVersion: s.man.StateVersion}
+			kv, err = s.p.migrate(m, kv)
 			if err != nil {
 				return fmt.Errorf("migrate %s from version %s: %w", name, meta.FromVersion, err)
 			}

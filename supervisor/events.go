@@ -1,8 +1,6 @@
 package supervisor
 
 import (
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +17,7 @@ const (
 	EventSwapFailed      EventType = "swap.failed"
 	EventPluginCrashed   EventType = "plugin.crashed"
 	EventPluginRestarted EventType = "plugin.restarted"
+	EventPluginStarted   EventType = "plugin.started" // first generation serving (after add or a host start)
 	EventPluginAdded     EventType = "plugin.added"
 	EventPluginRemoved   EventType = "plugin.removed"
 	EventConfigApplied   EventType = "config.applied"
@@ -38,66 +37,16 @@ type Event struct {
 	Detail     any       `json:"detail,omitempty"`
 }
 
-// bus fans events out to subscribers. A subscriber that falls behind by
-// more than its buffer loses the oldest events and is told so through
-// Dropped — the daemon never blocks on a slow reader.
-type bus struct {
-	mu   sync.Mutex
-	subs map[*Subscriber]struct{}
-}
+// bus fans events out to subscribers (see fanout).
+type bus struct{ fanout[Event] }
 
-// Subscriber receives events until Close.
-type Subscriber struct {
-	C       <-chan Event
-	c       chan Event
-	b       *bus
-	dropped atomic.Int64
-}
-
-// Dropped counts events this subscriber missed because it fell behind.
-func (s *Subscriber) Dropped() int64 { return s.dropped.Load() }
-
-// Close stops delivery.
-func (s *Subscriber) Close() {
-	s.b.mu.Lock()
-	delete(s.b.subs, s)
-	s.b.mu.Unlock()
-}
-
-func (b *bus) subscribe(buf int) *Subscriber {
-	if buf <= 0 {
-		buf = 256
-	}
-	c := make(chan Event, buf)
-	s := &Subscriber{C: c, c: c, b: b}
-	b.mu.Lock()
-	if b.subs == nil {
-		b.subs = map[*Subscriber]struct{}{}
-	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
-	return s
-}
+// Subscriber receives events until Close; Dropped counts those it missed
+// by falling behind.
+type Subscriber = Feed[Event]
 
 func (b *bus) publish(e Event) {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for s := range b.subs {
-		for {
-			select {
-			case s.c <- e:
-			default:
-				select {
-				case <-s.c:
-					s.dropped.Add(1)
-				default:
-				}
-				continue
-			}
-			break
-		}
-	}
+	b.fanout.publish(e)
 }

@@ -138,7 +138,7 @@ func (p *Plugin) move(pick func(from phase) phase, c change) {
 	if c.setCur {
 		p.cur = c.cur
 		if c.cur != nil {
-			p.man = c.cur.man
+			p.man, p.served = c.cur.man, c.cur.num
 		}
 	}
 	p.wake.Fire()

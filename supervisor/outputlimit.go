@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -96,7 +97,8 @@ func (p *Plugin) outputOf(gen int) lineSink {
 			p.sup.dropped.bytes.WithLabelValues(p.name).Add(float64(len(line) - maxLine))
 			line = line[:maxLine] + "…"
 		}
-		p.logs.add(LogLine{At: time.Now(), Generation: gen, Stream: stream, Line: line})
+		l := LogLine{At: time.Now(), Generation: gen, Stream: stream, Line: line}
+		p.logs.add(l)
 		ok, dl, db := p.out.admit(len(line), time.Now())
 		if !ok {
 			p.sup.dropped.lines.WithLabelValues(p.name).Inc()
@@ -105,9 +107,12 @@ func (p *Plugin) outputOf(gen int) lineSink {
 		if dl > 0 {
 			p.log.Warn().Int("generation", gen).Int64("dropped_lines", dl).Int64("dropped_bytes", db).
 				Msg("plugin output over the limit (log_bytes_per_sec, log_lines_per_sec): lines dropped from this log; `plugvisor logs` has the latest")
+			p.follow(LogLine{At: l.At, Generation: gen, Stream: "plugvisor",
+				Line: fmt.Sprintf("output over the limit: %d lines (%d bytes) not shown; plugvisor logs has the latest", dl, db)})
 		}
 		if ok {
-			p.log.Info().Int("generation", gen).Str("stream", stream).Msg(line)
+			p.follow(l)
+			p.logLine(l)
 		}
 	}
 }

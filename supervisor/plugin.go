@@ -35,6 +35,7 @@ type Plugin struct {
 	wake       broadcast.Signal // fired by every phase change
 	activity   Activity
 	genNum     int
+	served     int // the last generation that served (the status shows it while none does)
 	restarts   int
 	lastErr    string
 	lastReload *Report
@@ -387,7 +388,7 @@ func (p *Plugin) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := Status{Name: p.name, Driver: p.spec.Driver, Kind: p.spec.Kind, State: stateOf(p.phase), Activity: p.activity,
-		Generation: p.genNum, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
+		Generation: p.served, Version: p.man.Version, Build: p.spec.Build, Restarts: p.restarts,
 		LastError: p.lastErr, LastReload: p.lastReload,
 		Symbols: Symbols{Sources: nonNil(p.man.Sources), Sinks: nonNil(p.man.Sinks), Functions: nonNil(p.man.Functions), Schemas: p.man.Schemas}}
 	if g := p.cur; g != nil {
@@ -414,9 +415,7 @@ func (p *Plugin) Logs(n int) []LogLine { return p.logs.last(n) }
 
 // logf records a note of the supervisor's about this plugin.
 func (p *Plugin) logf(gen int, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.logs.add(LogLine{At: time.Now(), Generation: gen, Stream: "plugvisor", Line: msg})
-	p.log.Info().Int("generation", gen).Msg(msg)
+	p.record(newLine(gen, "plugvisor", fmt.Sprintf(format, args...)))
 }
 
 func asCallError(err error, target **CallError) bool { return errors.As(err, target) }

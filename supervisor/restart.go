@@ -37,6 +37,11 @@ func (p *Plugin) bringUp(ctx context.Context) error {
 	}
 	if err != nil {
 		p.consecutive++
+		if restart {
+			p.mu.Lock()
+			p.restarts++ // a failed restart attempt counts, not only crashes
+			p.mu.Unlock()
+		}
 		if p.consecutive >= maxStartFailures {
 			p.logf(num, "giving up after %d failed starts: %v", p.consecutive, err)
 			p.to(phaseFailed, change{err: err,
@@ -49,11 +54,11 @@ func (p *Plugin) bringUp(ctx context.Context) error {
 		p.retry = time.After(delay)
 		return err
 	}
-	var events []Event
+	ev := Event{Type: EventPluginStarted, Generation: g.num}
 	if restart {
-		events = []Event{{Type: EventPluginRestarted, Generation: g.num}}
+		ev.Type = EventPluginRestarted
 	}
-	p.serveOn(phaseServing, g, change{events: events})
+	p.serveOn(phaseServing, g, change{events: []Event{ev}})
 	return nil
 }
 

@@ -49,6 +49,7 @@ type Options struct {
 	LogLines           int           // [1000] per plugin
 	Logger             *zerolog.Logger
 	Registerer         prometheus.Registerer // metrics; nil = a private registry
+	QuietOutput        bool                  // plugin output is only kept and followed (FollowOutput), not logged
 	// QueueBytes bounds each subscription queue and each sink window in
 	// bytes (besides their item counts) [32 MiB]; an item larger than it
 	// passes alone. RecvQueueBytes bounds what each channel holds received
@@ -116,6 +117,7 @@ type Supervisor struct {
 	sockDir  string
 	store    *store
 	bus      bus
+	output   fanout[OutputLine] // plugin output lines, for FollowOutput
 	metrics  *metrics
 	log      zerolog.Logger
 	registry *prometheus.Registry

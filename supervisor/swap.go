@@ -231,7 +231,7 @@ func (p *Plugin) finishReload(rep *Report, ph phase, num int, err error) (*Repor
 	p.metrics.swap(p.name, rep, err)
 	if err != nil {
 		rep.Error = err.Error()
-		p.logf(num, "swap failed: %v", err)
+		p.logf(num, "%v", err) // err says "swap failed: …" itself
 		p.to(ph, change{activity: ActivityIdle, err: err,
 			events: []Event{{Type: EventSwapFailed, Generation: num, Error: err.Error(), Report: rep}}})
 		return rep, err

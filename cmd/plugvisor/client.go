@@ -176,6 +176,7 @@ symbols and last reload. --json prints the API's objects.`,
 			printStatus(out, list, len(args) == 1)
 			if len(args) == 0 {
 				printPipelines(ctx, c, out)
+				printOrphans(ctx, c, out)
 			}
 			return nil
 		}),
@@ -216,17 +217,25 @@ to the new one, at least once). --async returns at once.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
 			data, _, err := c.do(ctx, "POST", "/plugins/"+url.PathEscape(args[0])+"/rollback", nil)
-			return printReport(cmd.OutOrStdout(), args[0], data, err, asJSON, false)
+			if err := printReport(cmd.OutOrStdout(), args[0], data, err, asJSON, false); err != nil || asJSON {
+				return err
+			}
+			printRolledBack(ctx, c, cmd.OutOrStdout(), args[0])
+			return nil
 		}),
 	}
 
 	var n int
+	var follow bool
 	logsCmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a plugin's last output lines",
 		Long:  `Logs prints the plugin's last captured stdout and stderr lines (and plugvisor's own notes about it), oldest first.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: withClient(func(ctx context.Context, c *client, cmd *cobra.Command, args []string) error {
+			if follow {
+				return followLogs(ctx, c, cmd.OutOrStdout(), args[0], n, asJSON)
+			}
 			data, _, err := c.do(ctx, "GET", fmt.Sprintf("/plugins/%s/logs?n=%d", url.PathEscape(args[0]), n), nil)
 			if err != nil {
 				return err
@@ -235,22 +244,18 @@ to the new one, at least once). --async returns at once.`,
 			if asJSON {
 				return printJSON(out, data)
 			}
-			var lines []struct {
-				At         time.Time `json:"at"`
-				Generation int       `json:"generation"`
-				Stream     string    `json:"stream"`
-				Line       string    `json:"line"`
-			}
+			var lines []logLine
 			if err := json.Unmarshal(data, &lines); err != nil {
 				return fmt.Errorf("unexpected answer from %s: %w", c.shown, err)
 			}
 			for _, l := range lines {
-				fmt.Fprintf(out, "%s gen %d %s: %s\n", l.At.Local().Format("15:04:05.000"), l.Generation, l.Stream, l.Line)
+				fmt.Fprintln(out, l)
 			}
 			return nil
 		}),
 	}
 	logsCmd.Flags().IntVarP(&n, "lines", "n", 100, "how many lines")
+	logsCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines as the plugin prints them (Ctrl-C stops)")
 
 	var callTimeout time.Duration
 	callCmd := &cobra.Command{

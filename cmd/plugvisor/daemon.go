@@ -70,6 +70,8 @@ func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
 type daemonFlags struct {
 	config, api, logLevel string
 	resetState            bool
+	state                 string // dev PATH: state folder (default PATH/.plugvisor)
+	quiet                 bool   // dev: plugvisor's own lines only, no plugin output
 }
 
 func daemonCommands() []*cobra.Command {
@@ -80,9 +82,12 @@ func daemonCommands() []*cobra.Command {
 			Short: short,
 			Long:  long,
 			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				return daemon(cmd, f, dev)
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return daemon(cmd, f, dev, args)
 			},
+		}
+		if dev {
+			devArgs(cmd, &f)
 		}
 		configFlag(cmd, &f.config)
 		cmd.Flags().StringVar(&f.api, "api", "", "HTTP API address, overrides [supervisor] api (\"127.0.0.1:0\" picks a free port; unix:///path/api.sock)")
@@ -127,17 +132,17 @@ Compile errors print as file:line:col: message and exit 1.`,
 	return []*cobra.Command{runCmd, devCmd, buildCmd}
 }
 
-func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
+func daemon(cmd *cobra.Command, f daemonFlags, dev bool, args []string) error {
 	stderr := cmd.ErrOrStderr()
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(f.config)
+	cfg, err := daemonConfig(cmd, f, args, dev)
 	if err != nil {
 		return err
 	}
-	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), ResetDamagedState: f.resetState})
+	h, err := host.New(cfg, host.Options{Logger: &log, Builtins: builtin.Sources(), ResetDamagedState: f.resetState, Streamed: dev})
 	if err != nil {
 		return fmt.Errorf("starting the host: %w", err)
 	}
@@ -167,22 +172,7 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 		g.Add(func() error { return api.ServeListener(actx, ln, srv) }, func(error) { acancel() })
 	}
 	if dev {
-		// Subscribed before the host starts so the first builds show.
-		sub := h.Events(1024)
-		done := make(chan struct{})
-		out := cmd.OutOrStdout()
-		g.Add(func() error {
-			for {
-				select {
-				case <-done:
-					return nil
-				case e := <-sub.C:
-					if line := devLine(e); line != "" {
-						fmt.Fprintln(out, line)
-					}
-				}
-			}
-		}, func(error) { sub.Close(); close(done) })
+		g.Add(devStream(h, cmd.OutOrStdout(), f.quiet))
 	}
 	g.Add(sigRun, sigStop)
 	{
@@ -198,39 +188,6 @@ func daemon(cmd *cobra.Command, f daemonFlags, dev bool) error {
 		return nil
 	}
 	return err
-}
-
-// devLine is the one line dev prints for an event ("" = nothing).
-func devLine(e supervisor.Event) string {
-	switch e.Type {
-	case supervisor.EventSwapFinished:
-		if e.Report == nil {
-			return fmt.Sprintf("%s: now gen %d", e.Plugin, e.Generation)
-		}
-		return reportLine(e.Plugin, *e.Report)
-	case supervisor.EventBuildFailed:
-		var b strings.Builder
-		fmt.Fprintf(&b, "%s: build failed (the running version keeps serving):", e.Plugin)
-		for _, l := range strings.Split(strings.TrimSpace(e.Error), "\n") {
-			b.WriteString("\n  " + relative(l))
-		}
-		return b.String()
-	case supervisor.EventSwapFailed:
-		return fmt.Sprintf("%s: swap failed, gen %d keeps serving: %s", e.Plugin, e.Generation, e.Error)
-	case supervisor.EventFetchFailed:
-		return fmt.Sprintf("%s: fetch failed, the running version keeps serving: %s", e.Plugin, e.Error)
-	case supervisor.EventPluginCrashed:
-		return fmt.Sprintf("%s: gen %d crashed: %s", e.Plugin, e.Generation, e.Error)
-	case supervisor.EventPluginRestarted:
-		return fmt.Sprintf("%s: restarted as gen %d", e.Plugin, e.Generation)
-	case supervisor.EventPluginAdded:
-		return fmt.Sprintf("%s: added", e.Plugin)
-	case supervisor.EventPluginRemoved:
-		return fmt.Sprintf("%s: removed", e.Plugin)
-	case supervisor.EventConfigApplied:
-		return "config applied"
-	}
-	return ""
 }
 
 // relative shortens a diagnostic's absolute path to one relative to the

@@ -67,6 +67,6 @@ Client:   plugvisor status | reload NAME | rollback NAME | logs NAME | call P.F 
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(daemonCommands()...)
 	root.AddCommand(clientCommands()...)
-	root.AddCommand(validateCmd(), newCmd(), benchCmd(), versionCmd())
+	root.AddCommand(validateCmd(), newCmd(), benchCmd(), versionCmd(), stateCmd(), pythonPathCmd())
 	return root
 }

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/plugvisor/plugvisor/api"
 	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/supervisor"
@@ -187,7 +188,31 @@ func startDaemonExec(t *testing.T, cmd *exec.Cmd, cfgPath string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &child{cmd: cmd, dir: filepath.Dir(cfgPath), lines: make(chan string, 100), exited: make(chan error, 1), logs: &bytes.Buffer{}}
+	return startDaemonIn(t, cmd, filepath.Dir(cfgPath), sup.TokenFile())
+}
+
+// startChild runs a config-less daemon (dev PATH) in dir with extra
+// environment env; its state (and token) is in stateDir.
+func startChild(t *testing.T, dir string, env []string, stateDir string, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return startDaemonIn(t, cmd, dir, filepath.Join(stateDir, api.TokenFile))
+}
+
+// env names the daemon to a client command by variables.
+func (d *child) env() []string {
+	return []string{"PLUGVISOR_API=" + d.addr, "PLUGVISOR_TOKEN=" + d.token}
+}
+
+// startDaemonIn starts cmd, a daemon whose token file is tokenFile, and
+// waits for its API address.
+func startDaemonIn(t *testing.T, cmd *exec.Cmd, dir, tokenFile string) *child {
+	t.Helper()
+	d := &child{cmd: cmd, dir: dir, lines: make(chan string, 100), exited: make(chan error, 1), logs: &bytes.Buffer{}}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +260,7 @@ func startDaemonExec(t *testing.T, cmd *exec.Cmd, cfgPath string) *child {
 	})
 	select {
 	case d.addr = <-addrc:
-		tok, err := os.ReadFile(sup.TokenFile())
+		tok, err := os.ReadFile(tokenFile)
 		if err != nil {
 			t.Fatalf("the daemon listens but wrote no token: %v", err)
 		}
@@ -408,8 +433,9 @@ func TestNewBuildsOutsideTheRepo(t *testing.T) {
 		t.Skip("runs go build")
 	}
 	dir := t.TempDir()
-	out, errOut, code := cli(t, nil, "new", "demo", "--dir", dir, "--sdk", repoRoot(t))
-	if code != 0 || !strings.Contains(out, "[plugins.demo]") {
+	offline := []string{"GOFLAGS=-mod=mod -buildvcs=false", "GOPROXY=off"}
+	out, errOut, code := cli(t, offline, "new", "demo", "--dir", dir, "--sdk", repoRoot(t))
+	if code != 0 || !strings.Contains(out, "[plugins.demo]") || strings.Contains(out, "warning") {
 		t.Fatalf("new demo: %d\n%s%s", code, out, errOut)
 	}
 	target := filepath.Join(dir, "demo")
@@ -417,15 +443,19 @@ func TestNewBuildsOutsideTheRepo(t *testing.T) {
 	if err != nil || !strings.Contains(string(mod), "replace github.com/plugvisor/plugvisor => "+repoRoot(t)) {
 		t.Fatalf("go.mod: %v\n%s", err, mod)
 	}
-	// Offline and without go mod tidy: the scaffold is complete as written.
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demo.bin"), ".")
-	build.Dir = target
-	build.Env = append(os.Environ(), "GOFLAGS=-mod=readonly -buildvcs=false", "GOPROXY=off")
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("the scaffold does not build: %v\n%s", err, b)
+	// Offline: the scaffold's own test passes with go test ./... as written.
+	test := exec.Command("go", "test", "-count=1", "./...")
+	test.Dir = target
+	test.Env = append(os.Environ(), "GOFLAGS=-mod=readonly -buildvcs=false", "GOPROXY=off")
+	if b, err := test.CombinedOutput(); err != nil || !strings.Contains(string(b), "ok") {
+		t.Fatalf("go test ./... in the scaffold: %v\n%s", err, b)
 	}
 	if _, errOut, code = cli(t, nil, "new", "demo", "--dir", dir); code != 1 || !strings.Contains(errOut, "already exists") {
 		t.Fatalf("new over an existing folder: %d %s", code, errOut)
+	}
+	// A development build has no version to require: it asks for --sdk.
+	if _, errOut, code = cli(t, nil, "new", "other", "--dir", dir); code != 1 || !strings.Contains(errOut, "--sdk") {
+		t.Fatalf("new without --sdk from a development build: %d %s", code, errOut)
 	}
 }
 
@@ -467,7 +497,8 @@ func TestReportLine(t *testing.T) {
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
-	line := devLine(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: "counter", Error: "/x/main.go:3:1: syntax error\n/x/main.go:4:2: undefined: y"})
+	noStatus := func(string) (supervisor.Status, error) { return supervisor.Status{}, errors.New("no such plugin") }
+	line := (&devPrinter{status: noStatus}).devLine(supervisor.Event{Type: supervisor.EventBuildFailed, Plugin: "counter", Error: "/x/main.go:3:1: syntax error\n/x/main.go:4:2: undefined: y"})
 	if !strings.Contains(line, "\n  /x/main.go:3:1: syntax error\n  /x/main.go:4:2: undefined: y") {
 		t.Fatalf("build failure line: %q", line)
 	}
@@ -544,7 +575,7 @@ func TestNewScaffoldHotReloads(t *testing.T) {
 	target := filepath.Join(dir, "demo")
 	d := startDaemonWith(t, "dev", fmt.Sprintf("[plugins.demo]\ndriver = %q\n", target))
 	base := "http://" + d.addr
-	waitRunning(t, base, "demo", 90*time.Second)
+	first := waitRunning(t, base, "demo", 90*time.Second)
 	// The token and address by variable, from another folder.
 	env := []string{"PLUGVISOR_API=" + d.addr, "PLUGVISOR_TOKEN=" + d.token}
 	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hello, world (#1)"` {
@@ -575,6 +606,10 @@ func TestNewScaffoldHotReloads(t *testing.T) {
 	}
 	if out, errOut, code := cli(t, env, "call", "demo.greet", `"world"`); code != 0 || strings.TrimSpace(out) != `"hi, world (#2)"` {
 		t.Fatalf("call after the edit: %d %q %s", code, out, errOut)
+	}
+	// rollback says which build it went back to: the first one.
+	if out, errOut, code := cli(t, env, "rollback", "demo"); code != 0 || !strings.Contains(out, "demo: rolled back to build "+first.Build) {
+		t.Fatalf("rollback: %d %q %s (first build %s)", code, out, errOut, first.Build)
 	}
 	d.stop(t)
 }

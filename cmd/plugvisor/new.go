@@ -3,14 +3,18 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +24,7 @@ import (
 const modulePath = "github.com/plugvisor/plugvisor"
 
 func newCmd() *cobra.Command {
-	var dir, sdkDir string
+	var dir, sdkDir, lang string
 	cmd := &cobra.Command{
 		Use:   "new NAME",
 		Short: "Scaffold a Go plugin with a function, a source and a sink",
@@ -28,18 +32,30 @@ func newCmd() *cobra.Command {
 written against the SDK, ready to build, run and hot-reload, and prints the
 config.toml lines that run it.
 
+It also writes main_test.go, a unit test that runs the plugin in-process
+with the testkit sdk/sdktest ("go test ./..." in the folder).
+
 Inside a plugvisor checkout the repository's module covers the new folder,
-so no go.mod is written. Elsewhere a go.mod (module NAME) requiring
-` + modulePath + ` is written, with a replace pointing at the plugvisor
-sources (--sdk, or the checkout this binary was built from) and that
-checkout's go.sum, so it builds offline.`,
+so no go.mod is written. Elsewhere a go.mod (module NAME) requires
+` + modulePath + ` at this binary's own version, and go mod tidy
+completes it; the module must be published at that version for this to
+resolve. --sdk DIR builds against a plugvisor checkout instead (a replace
+to DIR, plus DIR's go.sum, so it works offline); a development build of
+plugvisor, which has no version, needs --sdk.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return scaffold(cmd.OutOrStdout(), args[0], dir, sdkDir)
+			switch lang {
+			case "go":
+				return scaffold(cmd.OutOrStdout(), args[0], dir, sdkDir)
+			case "python":
+				return scaffoldPython(cmd.OutOrStdout(), args[0], dir)
+			}
+			return fmt.Errorf("--lang %q: want go or python", lang)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".", "parent folder of the new plugin folder")
-	cmd.Flags().StringVar(&sdkDir, "sdk", "", "plugvisor checkout to build against (default: the one this binary was built from)")
+	cmd.Flags().StringVar(&lang, "lang", "go", "go, or python (main.py, plugin.json and a plugvisor.testing test)")
+	cmd.Flags().StringVar(&sdkDir, "sdk", "", "plugvisor checkout to build against, with a replace (default: the published module at this binary's version)")
 	return cmd
 }
 
@@ -57,41 +73,41 @@ func scaffold(out io.Writer, name, parent, sdkDir string) error {
 	}
 	files := map[string]string{}
 	var buf bytes.Buffer
-	if err := mainTmpl.Execute(&buf, map[string]string{"Name": name}); err != nil {
-		return err
-	}
-	files["main.go"] = buf.String()
-
-	note := "inside the plugvisor module: no go.mod needed"
-	if root := enclosingModule(parent); root == "" {
-		if sdkDir == "" {
-			sdkDir = builtFrom()
-		}
-		if sdkDir == "" {
-			return errors.New("this plugvisor binary was not built from a checkout it can find: pass --sdk with the path of a plugvisor checkout")
-		}
-		if sdkDir, err = filepath.Abs(sdkDir); err != nil {
+	for file, tmpl := range map[string]*template.Template{"main.go": mainTmpl, "main_test.go": testTmpl} {
+		buf.Reset()
+		if err := tmpl.Execute(&buf, map[string]string{"Name": name}); err != nil {
 			return err
 		}
-		if modulePathOf(sdkDir) != modulePath {
-			return fmt.Errorf("--sdk %s is not a plugvisor checkout (its go.mod does not declare %s)", sdkDir, modulePath)
-		}
-		// plugvisor's own requirements, so the build needs no go mod tidy
-		// (and no network): the go.sum copied below covers them.
-		files["go.mod"] = fmt.Sprintf("module %s\n\ngo %s\n\nrequire %s v0.0.0\n\nrequire (\n%s)\n\nreplace %s => %s\n",
-			name, goVersionOf(sdkDir), modulePath, requiresOf(sdkDir), modulePath, sdkDir)
-		if sum, err := os.ReadFile(filepath.Join(sdkDir, "go.sum")); err == nil {
-			files["go.sum"] = string(sum)
-		}
-		note = "go.mod: module " + name + ", plugvisor from " + sdkDir
+		files[file] = buf.String()
 	}
 
+	note := "inside the plugvisor module: no go.mod needed"
+	tidy := false
+	if root := enclosingModule(parent); root == "" {
+		mod, sum, n, err := goModFor(name, sdkDir)
+		if err != nil {
+			return err
+		}
+		files["go.mod"], note, tidy = mod, n, true
+		if sum != "" {
+			files["go.sum"] = sum
+		}
+	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", target, err)
 	}
 	for f, content := range files {
 		if err := os.WriteFile(filepath.Join(target, f), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", f, err)
+		}
+	}
+	if tidy {
+		// go mod tidy writes the requirements the SDK and sdktest pull in (-e:
+		// the tests of dependencies may not resolve offline, and need not);
+		// with --sdk they come from that checkout's go.sum and the module
+		// cache, so it works offline.
+		if msg, err := goModTidy(target); err != nil {
+			fmt.Fprintf(out, "warning: go mod tidy in %s failed (%v):\n%s\nrun it there once the module resolves.\n\n", target, err, msg)
 		}
 	}
 	driver := target
@@ -141,31 +157,6 @@ func modulePathOf(dir string) string {
 	return goModLine(dir, "module ")
 }
 
-// requiresOf returns the require lines of dir/go.mod, marked indirect.
-func requiresOf(dir string) string {
-	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-	if err != nil {
-		return ""
-	}
-	var b strings.Builder
-	in := false
-	for _, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case line == "require (":
-			in = true
-		case in && line == ")":
-			in = false
-		case in && line != "" || strings.HasPrefix(line, "require ") && !strings.HasSuffix(line, "("):
-			f := strings.Fields(strings.TrimPrefix(line, "require "))
-			if len(f) >= 2 {
-				fmt.Fprintf(&b, "\t%s %s // indirect\n", f[0], f[1])
-			}
-		}
-	}
-	return b.String()
-}
-
 func goVersionOf(dir string) string {
 	if v := goModLine(dir, "go "); v != "" {
 		return v
@@ -188,20 +179,6 @@ func goModLine(dir, prefix string) string {
 	return ""
 }
 
-// builtFrom is the checkout this binary was compiled from, if it is still
-// on this machine.
-func builtFrom() string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return ""
-	}
-	root := filepath.Dir(filepath.Dir(filepath.Dir(file))) // cmd/plugvisor/new.go → root
-	if modulePathOf(root) != modulePath {
-		return ""
-	}
-	return root
-}
-
 var mainTmpl = template.Must(template.New("main.go").Parse(`// Command {{.Name}} is a plugvisor plugin. Edit it while "plugvisor dev"
 // runs: every save rebuilds it and swaps it in, keeping its state.
 package main
@@ -215,13 +192,14 @@ import (
 	"github.com/plugvisor/plugvisor/sdk"
 )
 
-func main() {
-	sdk.Serve(sdk.Plugin{
-		Name: "{{.Name}}", Version: "0.1.0",
-		Functions: map[string]any{"greet": greet},
-		Sources:   map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
-		Sinks:     map[string]sdk.NewSink{"print": func() sdk.Sink { return &printSink{} }},
-	})
+func main() { sdk.Serve(plugin) }
+
+// plugin is what main serves; main_test.go runs it with sdktest.
+var plugin = sdk.Plugin{
+	Name: "{{.Name}}", Version: "0.1.0",
+	Functions: map[string]any{"greet": greet},
+	Sources:   map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
+	Sinks:     map[string]sdk.NewSink{"print": func() sdk.Sink { return &printSink{} }},
 }
 
 // greet is a function: JSON in, JSON out. Its call count lives in the
@@ -293,3 +271,85 @@ func (s *printSink) Collect(ctx sdk.Context, item any) error {
 
 func (s *printSink) Close(sdk.Context) error { return nil }
 `))
+
+var testTmpl = template.Must(template.New("main_test.go").Parse(`package main
+
+import (
+	"testing"
+
+	"github.com/plugvisor/plugvisor/sdk/sdktest"
+)
+
+// The plugin runs in-process under the real supervisor: calls, sources,
+// sinks, state, crashes and swaps behave as under plugvisor dev.
+func TestGreetCountsAcrossSwap(t *testing.T) {
+	h := sdktest.Start(t, plugin, sdktest.Options{Config: map[string]any{"interval": "1ms"}})
+	if got := sdktest.Call[string](h, "greet", "world"); got != "hello, world (#1)" {
+		t.Fatalf("greet = %q", got)
+	}
+	h.Swap(plugin) // a new build of the same code: the count moves along
+	if got := sdktest.Call[string](h, "greet", "world"); got != "hello, world (#2)" {
+		t.Fatalf("greet after the swap = %q", got)
+	}
+	if got := sdktest.ReadAs[int64](h, "ticks", 2); got[0] != 1 || got[1] != 2 {
+		t.Fatalf("ticks = %v, want 1 2", got)
+	}
+	h.Feed("print", "a", "b")
+	var n int64
+	if !h.Get("sink/print/test", "collected", &n) || n != 2 {
+		t.Fatalf("collected = %d, want 2", n)
+	}
+}
+`))
+
+// ownVersion is the version of the plugvisor module this binary was built
+// from ("" for a development build).
+func ownVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	if v := bi.Main.Version; bi.Main.Path == modulePath && strings.HasPrefix(v, "v") {
+		return v
+	}
+	return ""
+}
+
+// goModFor writes the go.mod of a scaffold outside the plugvisor module:
+// the SDK module at this binary's version, or a replace to sdkDir.
+func goModFor(name, sdkDir string) (mod, sum, note string, err error) {
+	version := ownVersion()
+	if sdkDir == "" {
+		if version == "" {
+			return "", "", "", errors.New("this plugvisor is a development build with no module version to require: " +
+				"pass --sdk DIR with the plugvisor checkout to build against")
+		}
+		mod = fmt.Sprintf("module %s\n\ngo %s\n\nrequire %s %s\n", name, strings.TrimPrefix(runtime.Version(), "go"), modulePath, version)
+		return mod, "", "go.mod: module " + name + ", " + modulePath + " " + version, nil
+	}
+	if sdkDir, err = filepath.Abs(sdkDir); err != nil {
+		return "", "", "", err
+	}
+	if modulePathOf(sdkDir) != modulePath {
+		return "", "", "", fmt.Errorf("--sdk %s is not a plugvisor checkout (its go.mod does not declare %s)", sdkDir, modulePath)
+	}
+	if version == "" {
+		version = "v0.0.0"
+	}
+	mod = fmt.Sprintf("module %s\n\ngo %s\n\nrequire %s %s\n\nreplace %s => %s\n",
+		name, goVersionOf(sdkDir), modulePath, version, modulePath, sdkDir)
+	if b, err := os.ReadFile(filepath.Join(sdkDir, "go.sum")); err == nil {
+		sum = string(b)
+	}
+	return mod, sum, "go.mod: module " + name + ", plugvisor from " + sdkDir, nil
+}
+
+// goModTidy runs go mod tidy in dir, bounded in time.
+func goModTidy(dir string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "mod", "tidy", "-e")
+	cmd.Dir = dir
+	b, err := cmd.CombinedOutput()
+	return string(b), err
+}

@@ -49,7 +49,10 @@ func newClient(f clientFlags, configSet bool) (*client, error) {
 		case err == nil:
 			sup = &s
 		case errors.Is(err, fs.ErrNotExist) && !configSet:
-			// No config beside us: flags, variables and defaults only.
+			// No config beside us: a config-less daemon (dev PATH) serving
+			// this folder keeps its address and token in ./.plugvisor;
+			// else flags, variables and defaults only.
+			sup = folderDaemon()
 		default:
 			return nil, fmt.Errorf("reading the daemon's config for its API address and token: %w", err)
 		}

@@ -8,11 +8,12 @@ import (
 	"github.com/plugvisor/plugvisor/sdk"
 )
 
-func main() {
-	sdk.Serve(sdk.Plugin{
-		Name: "clicks", Version: "1.0.0",
-		Functions: map[string]any{"count": count, "get": get},
-	})
+func main() { sdk.Serve(plugin) }
+
+// plugin is what main serves; the tests run it with sdktest.
+var plugin = sdk.Plugin{
+	Name: "clicks", Version: "1.0.0",
+	Functions: map[string]any{"count": count, "get": get},
 }
 
 func count(ctx context.Context, key string) (int64, error) {

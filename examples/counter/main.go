@@ -9,12 +9,13 @@ import (
 	"github.com/plugvisor/plugvisor/sdk"
 )
 
-func main() {
-	sdk.Serve(sdk.Plugin{
-		Name: "counter", Version: "1.0.0",
-		Sources:   map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
-		Functions: map[string]any{"position": position},
-	})
+func main() { sdk.Serve(plugin) }
+
+// plugin is what main serves; the tests run it with sdktest.
+var plugin = sdk.Plugin{
+	Name: "counter", Version: "1.0.0",
+	Sources:   map[string]sdk.NewSource{"ticks": func() sdk.Source { return &ticks{} }},
+	Functions: map[string]any{"position": position},
 }
 
 type ticks struct{ interval time.Duration }

@@ -10,14 +10,15 @@ import (
 	"github.com/plugvisor/plugvisor/sdk"
 )
 
-func main() {
-	sdk.Serve(sdk.Plugin{
-		Name: "filesink", Version: "1.0.0",
-		Sinks: map[string]sdk.NewSink{
-			"append":  func() sdk.Sink { return &appendSink{} },
-			"discard": func() sdk.Sink { return discard{} },
-		},
-	})
+func main() { sdk.Serve(plugin) }
+
+// plugin is what main serves; the tests run it with sdktest.
+var plugin = sdk.Plugin{
+	Name: "filesink", Version: "1.0.0",
+	Sinks: map[string]sdk.NewSink{
+		"append":  func() sdk.Sink { return &appendSink{} },
+		"discard": func() sdk.Sink { return discard{} },
+	},
 }
 
 type appendSink struct {

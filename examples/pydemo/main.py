@@ -64,8 +64,11 @@ class Collect:
         pass
 
 
+# PLUGIN is what serve runs; test_main.py runs it with plugvisor.testing.
+PLUGIN = dict(name="pydemo", version="1.0.0",
+              functions={"double": double, "count": count, "div": div},
+              sources={"ticks": Ticks}, sinks={"collect": Collect},
+              state_version="1", migrate=None)
+
 if __name__ == "__main__":
-    plugvisor.serve(name="pydemo", version="1.0.0",
-                    functions={"double": double, "count": count, "div": div},
-                    sources={"ticks": Ticks}, sinks={"collect": Collect},
-                    state_version="1", migrate=None)
+    plugvisor.serve(**PLUGIN)

@@ -8,11 +8,12 @@ import (
 	"github.com/plugvisor/plugvisor/sdk"
 )
 
-func main() {
-	sdk.Serve(sdk.Plugin{
-		Name: "transform", Version: "1.0.0",
-		Functions: map[string]any{"double": double, "calls": calls},
-	})
+func main() { sdk.Serve(plugin) }
+
+// plugin is what main serves; the tests run it with sdktest.
+var plugin = sdk.Plugin{
+	Name: "transform", Version: "1.0.0",
+	Functions: map[string]any{"double": double, "calls": calls},
 }
 
 func double(ctx context.Context, x int64) (int64, error) {

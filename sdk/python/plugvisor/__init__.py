@@ -25,11 +25,11 @@ from typing import Any, Callable, Dict, Optional
 
 from .frames import FrameTooLarge, MalformedFrame
 from .schema import schema_of
-from .server import Context, Server, describe
+from .server import Context, Migration, Server, describe
 from .sp import Closed
 from .state import Scope
 
-__all__ = ["serve", "Context", "Scope", "Closed", "MalformedFrame", "FrameTooLarge", "describe", "schema_of"]
+__all__ = ["serve", "Context", "Migration", "Scope", "Closed", "MalformedFrame", "FrameTooLarge", "describe", "schema_of"]
 
 __version__ = "1.0.0"
 
@@ -43,9 +43,11 @@ def serve(name: str, version: str, functions: Optional[Dict[str, Callable]] = No
 
     migrate(from_version, {key: JSON bytes}) -> {key: JSON bytes} converts one
     scope written by another plugin version; it is needed when state_version
-    changes. schemas ({symbol: {"in"|"out"|"item": JSON Schema}}) declares
-    symbols' JSON explicitly; without it they come from type hints and a
-    source's or sink's item_type (see plugvisor.schema). Started by hand (no plugvisor environment) it says so and exits
+    changes. A migrate taking a third argument also gets a Migration: the
+    scope and the plugin and state versions that wrote it. schemas
+    ({symbol: {"in"|"out"|"item": JSON Schema}}) declares symbols' JSON
+    explicitly; without it they come from type hints and a source's or
+    sink's item_type (see plugvisor.schema). Started by hand (no plugvisor environment) it says so and exits
     with status 2.
     """
     if not os.environ.get("PLUGVISOR_CONTROL") or not os.environ.get("PLUGVISOR_TOKEN"):

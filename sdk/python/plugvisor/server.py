@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import frames as fr
 from .channel import Channel
@@ -425,7 +425,11 @@ class Server:
         for name, kv in scopes.items():
             if convert:
                 try:
-                    got = self.migrate(from_version, dict(kv))
+                    if _takes_info(self.migrate):
+                        got = self.migrate(from_version, dict(kv), Migration(
+                            name, from_version, from_state, self.version, self.state_version))
+                    else:
+                        got = self.migrate(from_version, dict(kv))
                 except Exception as e:
                     raise _RequestError("migrate %s from version %s: %s" % (name, from_version, describe(e))) from None
                 kv = _migrated(name, got)
@@ -612,6 +616,26 @@ class Server:
         except (Closed, fr.MalformedFrame, fr.FrameTooLarge) as e:
             c.close()
             self._fail_channel(inst, e)
+
+
+class Migration(NamedTuple):
+    """What a three-argument migrate(from_version, kv, m) is told."""
+    scope: str  # "function/<name>", "source/<symbol>/<name>", "sink/<symbol>/<name>"
+    from_version: str  # plugin version that wrote the state
+    from_state_version: str
+    to_version: str
+    to_state_version: str
+
+
+def _takes_info(fn: Callable) -> bool:
+    """True when migrate accepts a third positional argument."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 3
 
 
 class _RequestError(Exception):
