@@ -18,7 +18,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -180,29 +179,7 @@ func (h *Host) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
-	cfgWatch.Wait()
-	// A clean stop: sources stop and what they emitted reaches the sinks
-	// before the plugins are checkpointed and stopped.
-	dctx, dcancel := context.WithTimeout(context.Background(), cfg.Supervisor.DrainTimeout.Duration)
-	h.pipes.drain(dctx)
-	dcancel()
-	h.pipes.stop()
-	h.mu.Lock()
-	ws := make([]*worker, 0, len(h.workers))
-	for _, w := range h.workers {
-		ws = append(ws, w)
-	}
-	h.mu.Unlock()
-	for _, w := range ws {
-		w.cancel()
-	}
-	h.workerWG.Wait()
-	s := cfg.Supervisor
-	cctx, cancel := context.WithTimeout(context.Background(), 3*s.StopGrace.Duration+10*time.Second)
-	defer cancel()
-	if err := h.sup.Close(cctx); err != nil {
-		h.log.Warn().Err(err).Msg("stopping plugins")
-	}
+	h.teardown(cfg, &cfgWatch)
 	return nil
 }
 

@@ -512,3 +512,58 @@ func TestLifecycleTableIsComplete(t *testing.T) {
 		t.Errorf("the table has %d phases, the test knows %d", len(next), len(all))
 	}
 }
+
+// The driver layer's way in: a pending plugin shows the build's activity
+// and error (failed until a spec exists), starts on Start, and a later
+// failed build is recorded while the generation serves on.
+func TestPendingPluginThroughPreparedAndStart(t *testing.T) {
+	r := newRig(t, Options{}, nil)
+	p, err := r.s.AddPending("fake", Spec{Driver: "./fake", Kind: "source"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
+	if _, ok := p.Spec(); ok {
+		t.Fatal("a pending plugin has a spec")
+	}
+	p.Preparing(ActivityBuilding)
+	if st := p.Status(); st.State != StateStarting || st.Activity != ActivityBuilding || st.Driver != "./fake" {
+		t.Fatalf("while building: %+v", st)
+	}
+	p.Prepared(errors.New("build failed: main.go:3: undefined: x"))
+	p.Preparing(ActivityIdle)
+	st := p.Status()
+	if st.State != StateFailed || !strings.Contains(st.LastError, "undefined: x") || st.Generation != 0 {
+		t.Fatalf("after the failed first build: %+v", st)
+	}
+	if _, err := p.Call(context.Background(), "gen", nil); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "undefined: x") {
+		t.Fatalf("call while the first build failed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p.Prepared(nil)
+	if err := p.Start(ctx, Spec{Driver: "./fake", Kind: "source", Path: "/nonexistent/fake"}); err != nil {
+		t.Fatal(err)
+	}
+	if g := r.gen(); g != 1 {
+		t.Fatalf("generation %d serves after Start", g)
+	}
+	if err := p.Start(ctx, Spec{Path: "/nonexistent/other"}); err == nil {
+		t.Fatal("a second Start was taken; a running plugin takes new specs through Reload")
+	}
+	p.Prepared(errors.New("build failed: a newer edit"))
+	if st := p.Status(); st.State != StateRunning || !strings.Contains(st.LastError, "a newer edit") {
+		t.Fatalf("a failed rebuild while serving: %+v", st)
+	}
+	if g := r.gen(); g != 1 {
+		t.Fatalf("generation %d serves after the failed rebuild, want 1 serving on", g)
+	}
+	p.Prepared(nil)
+	if st := p.Status(); st.LastError != "" {
+		t.Fatalf("a good build did not clear the error: %+v", st)
+	}
+	r.waitCount(3)
+	if got, want := r.since(0), []phase{phaseFailed, phaseStarting, phaseServing}; !slices.Equal(got, want) {
+		t.Fatalf("phases %v, want %v", got, want)
+	}
+}

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -18,19 +17,7 @@ import (
 // layer's activity and errors, and starts on Start. spec carries only
 // what the status shows (Driver, Kind).
 func (s *Supervisor) AddPending(name string, spec Spec) (*Plugin, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("supervisor is closed")
-	}
-	if _, dup := s.plugins[name]; dup {
-		return nil, fmt.Errorf("plugin %q already exists", name)
-	}
-	p := newPlugin(s, name, spec)
-	s.plugins[name] = p
-	go p.loop()
-	s.bus.publish(Event{Type: EventPluginAdded, Plugin: name})
-	return p, nil
+	return s.add(name, spec, false)
 }
 
 // Start hands a pending plugin its first spec; the start runs on the

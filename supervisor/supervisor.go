@@ -183,7 +183,11 @@ func (s *Supervisor) Registry() *prometheus.Registry { return s.registry }
 
 // Add starts a plugin. It returns at once; the plugin comes up in the
 // background (Status shows how), and handles wait for it.
-func (s *Supervisor) Add(name string, spec Spec) (*Plugin, error) {
+func (s *Supervisor) Add(name string, spec Spec) (*Plugin, error) { return s.add(name, spec, true) }
+
+// add registers a plugin and starts its loop, which starts it when it
+// has its spec (AddPending: once Start hands it over).
+func (s *Supervisor) add(name string, spec Spec, hasSpec bool) (*Plugin, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -193,7 +197,7 @@ func (s *Supervisor) Add(name string, spec Spec) (*Plugin, error) {
 		return nil, fmt.Errorf("plugin %q already exists", name)
 	}
 	p := newPlugin(s, name, spec)
-	p.hasSpec = true
+	p.hasSpec = hasSpec
 	s.plugins[name] = p
 	s.metrics.initPlugin(name)
 	go p.loop()
