@@ -9,7 +9,8 @@ import (
 // way between them (next), and the one function that moves it (to). The
 // steps that decide which way to go are in restart.go (start, crash,
 // backoff, give up) and swap.go (the swap transaction); shutdown is in
-// plugin.go. Everything that changes the phase runs on the plugin's loop.
+// plugin.go. Everything that changes the phase runs on the plugin's loop,
+// but for the driver layer's progress (prepare.go), which only records.
 
 // phase is where a plugin is in its lifecycle. The status shows the
 // coarser State (stateOf); handles pass only in the phases where

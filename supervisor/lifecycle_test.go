@@ -96,6 +96,9 @@ func newRig(t *testing.T, o Options, scripts map[int]script) *rig {
 		if from == to {
 			return
 		}
+		if !slices.Contains(next[from], to) {
+			t.Errorf("%s → %s is not in the lifecycle table", from, to)
+		}
 		r.mu.Lock()
 		r.phases = append(r.phases, to)
 		r.mu.Unlock()
@@ -542,6 +545,9 @@ func TestPendingPluginThroughPreparedAndStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p.Prepared(nil)
+	if _, err := p.Reload(ctx, ReloadOptions{}); err == nil || !strings.Contains(err.Error(), "no spec yet") {
+		t.Fatalf("reload of a plugin without a spec: %v", err)
+	}
 	if err := p.Start(ctx, Spec{Driver: "./fake", Kind: "source", Path: "/nonexistent/fake"}); err != nil {
 		t.Fatal(err)
 	}

@@ -116,12 +116,18 @@ func (p *Plugin) crashed() {
 // start): a fresh start from the last checkpoint, reported as a swap.
 func (p *Plugin) restartByReload(o ReloadOptions) (*Report, error) {
 	rep := &Report{Forced: o.Force, BuildMS: o.BuildMS, At: time.Now()}
-	p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name})
+	p.mu.Lock()
 	if o.Spec != nil {
-		p.mu.Lock()
-		p.spec = *o.Spec
-		p.mu.Unlock()
+		p.spec, p.hasSpec = *o.Spec, true
 	}
+	hasSpec := p.hasSpec
+	p.mu.Unlock()
+	if !hasSpec {
+		err := fmt.Errorf("plugin %s has no spec yet (its first build or fetch has not succeeded): nothing to reload", p.name)
+		rep.Error = err.Error()
+		return rep, err
+	}
+	p.sup.bus.publish(Event{Type: EventSwapStarted, Plugin: p.name})
 	p.consecutive, p.retry = 0, nil
 	err := p.bringUp(p.ctx)
 	p.mu.Lock()
