@@ -7,8 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -203,12 +204,7 @@ func (g *generation) environ(token, tag string) []string {
 		inherit = p.sup.opts.EnvInherit
 	}
 	env := baseEnv(os.Environ(), inherit)
-	keys := make([]string, 0, len(g.spec.Env))
-	for k := range g.spec.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(g.spec.Env)) {
 		env = append(env, k+"="+g.spec.Env[k])
 	}
 	return append(env,

@@ -20,7 +20,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -226,12 +228,7 @@ func (s *Supervisor) Plugin(name string) (*Plugin, error) {
 	defer s.mu.Unlock()
 	p, ok := s.plugins[name]
 	if !ok {
-		names := make([]string, 0, len(s.plugins))
-		for n := range s.plugins {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("%w: %q (running: %v)", ErrUnknownPlugin, name, names)
+		return nil, fmt.Errorf("%w: %q (running: %v)", ErrUnknownPlugin, name, slices.Sorted(maps.Keys(s.plugins)))
 	}
 	return p, nil
 }
