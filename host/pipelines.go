@@ -65,6 +65,10 @@ func (ps *pipelines) sync(ctx context.Context, h *Host, want []config.Pipeline) 
 			delete(ps.running, name)
 			if !ok {
 				h.sup.ForgetPipeline(name)
+				// Its source position and sink state stay in the store: a
+				// pipeline renamed back picks them up; say where they are.
+				h.log.Warn().Str("pipeline", name).Msg("pipeline removed: the state of its source and sink instances (scopes source/…/" + name +
+					", sink/…/" + name + ") is kept; plugvisor state ls shows it as orphaned, plugvisor state rm PLUGIN SCOPE deletes it")
 			}
 		}
 	}

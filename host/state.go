@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"sort"
+	"strings"
 
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -22,6 +23,16 @@ func (h *Host) SavedStates(ctx context.Context) ([]supervisor.SavedState, error)
 	for _, st := range h.Statuses() {
 		set[st.Name] = true
 	}
+	// The daemon opens source and sink instances only for pipelines (named
+	// after them, plus NAME.dead_letter); an embedding host's own
+	// instances are named "host" unless it chose otherwise.
+	instances := map[string]bool{"host": true}
+	h.mu.Lock()
+	for _, p := range h.cfg.Pipelines {
+		instances[p.Name] = true
+		instances[p.Name+".dead_letter"] = true
+	}
+	h.mu.Unlock()
 	out := make([]supervisor.SavedState, 0, len(set))
 	for name := range set {
 		_, cfgErr := h.Status(name)
@@ -32,6 +43,9 @@ func (h *Host) SavedStates(ctx context.Context) ([]supervisor.SavedState, error)
 		s := supervisor.SavedState{Plugin: name, Configured: cfgErr == nil, Scopes: map[string]int{}}
 		for _, sc := range e.ScopeNames() {
 			s.Scopes[sc] = len(e.Scopes[sc])
+			if s.Configured && orphanedScope(sc, instances) {
+				s.Orphaned = append(s.Orphaned, sc)
+			}
 		}
 		out = append(out, s)
 	}
@@ -55,4 +69,16 @@ func (h *Host) EditState(ctx context.Context, name string, ed supervisor.StateEd
 		return p.EditState(ctx, ed)
 	}
 	return h.sup.EditSaved(name, ed)
+}
+
+// orphanedScope tells whether scope is a source or sink instance
+// ("source/SYMBOL/INSTANCE", "sink/SYMBOL/INSTANCE") that none of the
+// configured instances names.
+func orphanedScope(scope string, instances map[string]bool) bool {
+	kind, rest, ok := strings.Cut(scope, "/")
+	if !ok || (kind != "source" && kind != "sink") {
+		return false
+	}
+	_, inst, ok := strings.Cut(rest, "/")
+	return ok && !instances[inst]
 }

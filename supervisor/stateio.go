@@ -29,6 +29,10 @@ type SavedState struct {
 	Plugin     string         `json:"plugin"`
 	Configured bool           `json:"configured"` // false: orphaned, kept until "plugvisor state rm"
 	Scopes     map[string]int `json:"scopes"`     // scope → number of keys
+	// Orphaned lists the scopes of a configured plugin that belong to a
+	// source or sink instance no configured pipeline uses (a pipeline
+	// removed or renamed): kept until "plugvisor state rm PLUGIN SCOPE".
+	Orphaned []string `json:"orphaned_scopes,omitempty"`
 }
 
 // ScopeNames lists the export's scopes that hold at least one key, sorted.

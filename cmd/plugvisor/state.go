@@ -227,6 +227,8 @@ renamed plugin or pipeline is kept until "state rm"; "state ls" and
 				note := ""
 				if !st.Configured {
 					note = "orphaned: not configured (plugvisor state rm " + st.Plugin + ")"
+				} else if len(st.Orphaned) > 0 {
+					note = "orphaned scopes, no configured pipeline uses them: " + strings.Join(st.Orphaned, ", ") + " (plugvisor state rm " + st.Plugin + " SCOPE)"
 				}
 				fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", st.Plugin, len(st.Scopes), keys, note)
 			}
@@ -358,5 +360,10 @@ func printOrphans(ctx context.Context, c *client, w io.Writer) {
 	}
 	if len(orphans) > 0 {
 		fmt.Fprintf(w, "\norphaned state (no such plugin configured; kept until plugvisor state rm NAME): %s\n", strings.Join(orphans, ", "))
+	}
+	for _, st := range list {
+		if st.Configured && len(st.Orphaned) > 0 {
+			fmt.Fprintf(w, "orphaned state of %s (no configured pipeline uses it; kept until plugvisor state rm %s SCOPE): %s\n", st.Plugin, st.Plugin, strings.Join(st.Orphaned, ", "))
+		}
 	}
 }
