@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plugvisor/plugvisor/internal/proc"
 	"github.com/plugvisor/plugvisor/supervisor"
 	"github.com/plugvisor/plugvisor/transport"
 )
@@ -458,8 +459,7 @@ func waitLines(t *testing.T, path string, n int) []string {
 }
 
 func processGone(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == syscall.ESRCH
+	return !proc.Alive(pid)
 }
 
 // Test 3 of issue 14: SIGTERM stops the daemon with exit 0 within
