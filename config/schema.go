@@ -111,14 +111,16 @@ func (p *parser) unknown(path []string, known []string) {
 func closest(k string, known []string) string {
 	best, bestD := "", 3
 	for _, c := range known {
-		if d := editDistance(k, c); d < bestD {
+		if d := EditDistance(k, c); d < bestD {
 			best, bestD = c, d
 		}
 	}
 	return best
 }
 
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance of a and b, for "did you mean"
+// suggestions (config keys here, pipeline symbols in host).
+func EditDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {

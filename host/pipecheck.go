@@ -71,31 +71,11 @@ func contains(list []string, s string) bool {
 func nearest(s string, list []string) string {
 	best, bestD := "", max(2, len(s)/3)+1
 	for _, c := range list {
-		if d := editDistance(s, c); d < bestD {
+		if d := config.EditDistance(s, c); d < bestD {
 			best, bestD = c, d
 		}
 	}
 	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // ErrUnknownPipeline is returned for a pipeline name that is not running.

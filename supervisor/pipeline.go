@@ -253,6 +253,13 @@ func (rc *runCtx) read(ctx, work context.Context, sub *Subscription, out chan<- 
 		add(it)
 		seen = it.Seq
 	}
+	startDrain := func() (err error) {
+		drain, draining = nil, true
+		if last, err = sub.StopSource(work); err != nil {
+			return fmt.Errorf("pipeline %s: draining: %w", rc.pl.Name, err)
+		}
+		return nil
+	}
 	for {
 		if draining && seen >= last {
 			if len(b.items) > 0 {
@@ -266,12 +273,9 @@ func (rc *runCtx) read(ctx, work context.Context, sub *Subscription, out chan<- 
 			case it := <-sub.C():
 				take(it)
 			case <-drain:
-				drain = nil
-				var err error
-				if last, err = sub.StopSource(work); err != nil {
-					return fmt.Errorf("pipeline %s: draining: %w", rc.pl.Name, err)
+				if err := startDrain(); err != nil {
+					return err
 				}
-				draining = true
 			case <-ctx.Done():
 				return nil
 			}
@@ -286,12 +290,9 @@ func (rc *runCtx) read(ctx, work context.Context, sub *Subscription, out chan<- 
 			case it := <-sub.C():
 				take(it)
 			case <-drain:
-				drain = nil
-				var err error
-				if last, err = sub.StopSource(work); err != nil {
-					return fmt.Errorf("pipeline %s: draining: %w", rc.pl.Name, err)
+				if err := startDrain(); err != nil {
+					return err
 				}
-				draining = true
 			case <-ctx.Done():
 				send()
 				return nil

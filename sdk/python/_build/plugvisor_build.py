@@ -46,6 +46,11 @@ def _sources():
             yield "plugvisor/" + fn, os.path.join(pkg, fn)
 
 
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _record_line(path, data):
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return "%s,sha256=%s,%d" % (path, digest, len(data))
@@ -72,7 +77,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     name, version, meta = _metadata()
     info = "%s-%s.dist-info" % (name, version)
     wheel_name = "%s-%s-py3-none-any.whl" % (name, version)
-    files = [(arc, open(src, "rb").read()) for arc, src in _sources()]
+    files = [(arc, _read(src)) for arc, src in _sources()]
     files.append((info + "/METADATA", meta.encode()))
     files.append((info + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: plugvisor_build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
     files.append((info + "/top_level.txt", b"plugvisor\n"))
