@@ -32,23 +32,13 @@ func (p *Plugin) CallBatch(ctx context.Context, fn string, inputs [][]byte) ([]R
 	if len(inputs) == 0 {
 		return nil, nil
 	}
-	for {
-		g, err := p.acquire(ctx, fn)
-		if err != nil {
-			return nil, err
-		}
-		if !g.man.Has(transport.KindFunction, fn) {
-			g.leave()
-			return nil, fmt.Errorf("%w: plugin %s has no function %q (it has: %v)", ErrUnknownSymbol, p.name, fn, g.man.Functions)
-		}
+	return onFunction(ctx, p, fn, func(g *generation) ([]Result, error) {
 		res, err := g.callBatch(ctx, fn, inputs)
-		g.leave()
-		if errors.Is(err, errRetry) {
-			continue // a forced swap killed it unanswered: at-least-once on the next generation
+		if !errors.Is(err, errRetry) {
+			p.metrics.batch(p.name, fn, res, err)
 		}
-		p.metrics.batch(p.name, fn, res, err)
 		return res, err
-	}
+	})
 }
 
 // callBatch sends the batch to g and waits for every answer.

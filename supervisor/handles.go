@@ -19,22 +19,34 @@ func (p *Plugin) Call(ctx context.Context, fn string, input []byte) ([]byte, err
 	if err := p.checkInput(fn, input); err != nil {
 		return nil, err
 	}
+	return onFunction(ctx, p, fn, func(g *generation) ([]byte, error) {
+		out, err := g.call(ctx, fn, input)
+		if !errors.Is(err, errRetry) {
+			p.metrics.call(p.name, fn, err)
+		}
+		return out, err
+	})
+}
+
+// onFunction runs call on a generation that serves function fn, and again
+// on the next one when a forced swap killed it unanswered (errRetry:
+// at-least-once for that call). Call and CallBatch share it.
+func onFunction[T any](ctx context.Context, p *Plugin, fn string, call func(*generation) (T, error)) (T, error) {
+	var zero T
 	for {
 		g, err := p.acquire(ctx, fn)
 		if err != nil {
-			return nil, err
+			return zero, err
 		}
 		if !g.man.Has(transport.KindFunction, fn) {
 			g.leave()
-			return nil, fmt.Errorf("%w: plugin %s has no function %q (it has: %v)", ErrUnknownSymbol, p.name, fn, g.man.Functions)
+			return zero, fmt.Errorf("%w: plugin %s has no function %q (it has: %v)", ErrUnknownSymbol, p.name, fn, g.man.Functions)
 		}
-		out, err := g.call(ctx, fn, input)
+		out, err := call(g)
 		g.leave()
-		if errors.Is(err, errRetry) {
-			continue // a forced swap killed it unanswered: at-least-once on the next generation
+		if !errors.Is(err, errRetry) {
+			return out, err
 		}
-		p.metrics.call(p.name, fn, err)
-		return out, err
 	}
 }
 
