@@ -60,16 +60,9 @@ plugvisor, which has no version, needs --sdk.`,
 }
 
 func scaffold(out io.Writer, name, parent, sdkDir string) error {
-	if err := config.ValidName(name); err != nil {
-		return fmt.Errorf("bad plugin name %q: %w", name, err)
-	}
-	parent, err := filepath.Abs(parent)
+	target, err := scaffoldTarget(name, parent)
 	if err != nil {
 		return err
-	}
-	target := filepath.Join(parent, name)
-	if _, err := os.Stat(target); err == nil {
-		return fmt.Errorf("%s already exists: pick another name or --dir", target)
 	}
 	files := map[string]string{}
 	var buf bytes.Buffer
@@ -93,13 +86,8 @@ func scaffold(out io.Writer, name, parent, sdkDir string) error {
 			files["go.sum"] = sum
 		}
 	}
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", target, err)
-	}
-	for f, content := range files {
-		if err := os.WriteFile(filepath.Join(target, f), []byte(content), 0o644); err != nil {
-			return fmt.Errorf("writing %s: %w", f, err)
-		}
+	if err := writeScaffold(target, files); err != nil {
+		return err
 	}
 	if tidy {
 		// go mod tidy writes the requirements the SDK and sdktest pull in (-e:
@@ -352,4 +340,34 @@ func goModTidy(dir string) (string, error) {
 	cmd.Dir = dir
 	b, err := cmd.CombinedOutput()
 	return string(b), err
+}
+
+// scaffoldTarget checks a new plugin's name and returns its folder under
+// parent, which must not exist yet.
+func scaffoldTarget(name, parent string) (string, error) {
+	if err := config.ValidName(name); err != nil {
+		return "", fmt.Errorf("bad plugin name %q: %w", name, err)
+	}
+	parent, err := filepath.Abs(parent)
+	if err != nil {
+		return "", err
+	}
+	target := filepath.Join(parent, name)
+	if _, err := os.Stat(target); err == nil {
+		return "", fmt.Errorf("%s already exists: pick another name or --dir", target)
+	}
+	return target, nil
+}
+
+// writeScaffold creates target and writes files (name → content) into it.
+func writeScaffold(target string, files map[string]string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", target, err)
+	}
+	for f, content := range files {
+		if err := os.WriteFile(filepath.Join(target, f), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", f, err)
+		}
+	}
+	return nil
 }

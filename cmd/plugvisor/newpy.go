@@ -9,36 +9,23 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/sdk/python"
 )
 
 // scaffoldPython writes a Python plugin folder: plugin.json, main.py (its
 // PLUGIN served by plugvisor.serve) and test_main.py (plugvisor.testing).
 func scaffoldPython(out io.Writer, name, parent string) error {
-	if err := config.ValidName(name); err != nil {
-		return fmt.Errorf("bad plugin name %q: %w", name, err)
-	}
-	parent, err := filepath.Abs(parent)
+	target, err := scaffoldTarget(name, parent)
 	if err != nil {
 		return err
-	}
-	target := filepath.Join(parent, name)
-	if _, err := os.Stat(target); err == nil {
-		return fmt.Errorf("%s already exists: pick another name or --dir", target)
-	}
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", target, err)
 	}
 	files := map[string]string{
 		"plugin.json":  fmt.Sprintf(`{"name": %q, "version": "0.1.0", "language": "python", "executable": "main.py"}`+"\n", name),
 		"main.py":      strings.ReplaceAll(pyMain, "NAME", name),
 		"test_main.py": pyTest,
 	}
-	for f, content := range files {
-		if err := os.WriteFile(filepath.Join(target, f), []byte(content), 0o644); err != nil {
-			return fmt.Errorf("writing %s: %w", f, err)
-		}
+	if err := writeScaffold(target, files); err != nil {
+		return err
 	}
 	fmt.Fprintf(out, `created %s (a Python plugin; plugvisor brings its SDK)
 
