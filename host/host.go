@@ -256,26 +256,13 @@ func (h *Host) workerOrErr(name string) (*worker, error) {
 func (h *Host) Apply(ctx context.Context, cfg *config.Config) error {
 	h.applyMu.Lock()
 	defer h.applyMu.Unlock()
-	if err := h.refuseIllTyped(cfg); err != nil {
-		return err
-	}
 	h.mu.Lock()
 	old := h.cfg
 	runCtx := h.runCtx
 	h.mu.Unlock()
 	ch := config.Diff(old, cfg)
-	if runCtx != nil {
-		// A pipeline naming a symbol a serving plugin lacks is refused with
-		// the whole edit (plugins this edit changes are checked once up).
-		skip := map[string]bool{}
-		for _, n := range append(append(ch.Added, ch.Changed...), ch.Removed...) {
-			skip[n] = true
-		}
-		if err := CheckPipelines(cfg.Pipelines, h.knownSymbols(skip)); err != nil {
-			err = fmt.Errorf("config edit refused, nothing changed: %w", err)
-			h.sup.Publish(supervisor.Event{Type: supervisor.EventConfigApplied, Error: err.Error()})
-			return err
-		}
+	if err := h.refuseBadPipelines(ch, cfg); err != nil {
+		return err
 	}
 	if runCtx == nil {
 		h.mu.Lock()

@@ -27,36 +27,34 @@ func (h *Host) CheckPipelines(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// refuseIllTyped refuses a config edit with a pipeline whose stages do not
-// fit, as far as the running plugins' schemas tell (a plugin not running
-// yet, or one this edit changes, is checked when the pipeline starts). It
-// publishes config.applied with the error; nothing is changed.
-func (h *Host) refuseIllTyped(cfg *config.Config) error {
-	old := h.currentConfig()
-	changed := map[string]bool{}
-	ch := config.Diff(old, cfg)
-	for _, n := range append(ch.Added, ch.Changed...) {
-		changed[n] = true
+// refuseBadPipelines refuses a config edit whose pipelines do not fit the
+// plugins serving now, in one pass over their manifests: a symbol missing
+// or of the wrong kind ("did you mean"), or stages whose types do not fit.
+// A plugin not serving yet, or one this edit adds, changes or removes, is
+// checked when the pipeline starts. Nothing is changed; config.applied
+// carries the error.
+func (h *Host) refuseBadPipelines(ch config.Changes, cfg *config.Config) error {
+	skip := map[string]bool{}
+	for _, n := range append(append(ch.Added, ch.Changed...), ch.Removed...) {
+		skip[n] = true
 	}
-	man := func(plugin string) (transport.Manifest, bool) {
-		if changed[plugin] {
-			return transport.Manifest{}, false
+	known := h.knownSymbols(skip)
+	err := CheckPipelines(cfg.Pipelines, known)
+	if err == nil {
+		man := func(plugin string) (transport.Manifest, bool) {
+			syms, ok := known[plugin]
+			return transport.Manifest{Schemas: syms.Schemas}, ok
 		}
-		p, err := h.sup.Plugin(plugin)
-		if err != nil {
-			return transport.Manifest{}, false
+		var errs []error
+		for _, p := range cfg.Pipelines {
+			if err := supervisor.FitPipeline(toSupervisor(p), man); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		st := p.Status()
-		return transport.Manifest{Schemas: st.Symbols.Schemas}, st.Version != ""
+		err = errors.Join(errs...)
 	}
-	var errs []error
-	for _, p := range cfg.Pipelines {
-		if err := supervisor.FitPipeline(toSupervisor(p), man); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		err = fmt.Errorf("config edit refused: %w (nothing changed; fix the pipeline and save again)", err)
+	if err != nil {
+		err = fmt.Errorf("config edit refused, nothing changed: %w (fix the pipeline and save again)", err)
 		h.sup.Publish(supervisor.Event{Type: supervisor.EventConfigApplied, Error: err.Error()})
 		return err
 	}
