@@ -26,6 +26,26 @@ type PKI struct {
 	Dir              string
 	CA               *x509.CertPool
 	Client, Stranger tls.Certificate
+
+	// issue signs a certificate with the CA; write stores it as NAME.pem/.key.
+	issue func(tmpl *x509.Certificate, parent *x509.Certificate, pk, signer *ecdsa.PrivateKey) *x509.Certificate
+	write func(name string, c *x509.Certificate, k *ecdsa.PrivateKey) tls.Certificate
+	key   func() *ecdsa.PrivateKey
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+}
+
+// ClientFor issues a client certificate signed by the CA with Common Name
+// cn and the DNS SANs given, written as FILE.pem and FILE.key (FILE is cn
+// unless file is set). It returns the two paths.
+func (p *PKI) ClientFor(file, cn string, sans ...string) (cert, key string) {
+	if file == "" {
+		file = cn
+	}
+	k := p.key()
+	p.write(file, p.issue(&x509.Certificate{Subject: pkix.Name{CommonName: cn}, DNSNames: sans,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, p.ca, k, p.caKey), k)
+	return p.File(file + ".pem"), p.File(file + ".key")
 }
 
 // New writes a fresh PKI to a temporary folder of t.
@@ -93,7 +113,8 @@ func New(t testing.TB) *PKI {
 		IsCA: true, BasicConstraintsValid: true}, nil, strKey, strKey), strKey)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &PKI{Dir: dir, CA: pool, Client: client, Stranger: stranger}
+	return &PKI{Dir: dir, CA: pool, Client: client, Stranger: stranger,
+		issue: issue, write: write, key: key, ca: ca, caKey: caKey}
 }
 
 // File is the path of one of the PKI's files.
