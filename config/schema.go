@@ -18,14 +18,8 @@ import (
 
 var (
 	topKeys        = []string{"supervisor", "plugins", "pipeline"}
-	supervisorKeys = []string{"bin_dir", "remote_dir", "state_dir", "api", "debounce", "max_wait", "mode", "poll",
-		"start_timeout", "drain_timeout", "snapshot_timeout", "restore_timeout", "stop_grace",
-		"heartbeat_interval", "heartbeat_timeout", "checkpoint_interval", "backoff_min", "backoff_max",
-		"max_frame", "keep_builds", "log_lines",
-		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
-		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
-		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit",
-		"config_check", "shutdown_timeout", "api_token_file"}
+	supervisorKeys = keysOf(supervisorSettings) // settings.go
+
 	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink", "on_error", "dead_letter", "retries"}
@@ -271,169 +265,23 @@ func (p *parser) duration(path []string, v any, dst *Duration, allowZero bool) {
 }
 
 func (p *parser) integer(path []string, v any, dst *int, lo, hi int64, unit string) {
+	if n, ok := p.intIn(path, v, lo, hi, unit); ok {
+		*dst = int(n)
+	}
+}
+
+// intIn reads a whole number from lo to hi, counted in unit.
+func (p *parser) intIn(path []string, v any, lo, hi int64, unit string) (int64, bool) {
 	n, ok := v.(int64)
 	if !ok {
 		p.errorf(path, "want an integer (%s), got %s", unit, tomlType(v))
-		return
+		return 0, false
 	}
 	if n < lo || n > hi {
 		p.errorf(path, "%d is out of range — want %d to %d %s", n, lo, hi, unit)
-		return
+		return 0, false
 	}
-	*dst = int(n)
-}
-
-func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
-	t, ok := p.table(path, v)
-	if !ok {
-		return
-	}
-	durations := map[string]*Duration{
-		"max_wait": &s.MaxWait, "start_timeout": &s.StartTimeout, "drain_timeout": &s.DrainTimeout,
-		"snapshot_timeout": &s.SnapshotTimeout, "restore_timeout": &s.RestoreTimeout, "stop_grace": &s.StopGrace,
-		"heartbeat_interval": &s.HeartbeatInterval, "heartbeat_timeout": &s.HeartbeatTimeout,
-		"checkpoint_interval": &s.CheckpointInterval, "backoff_min": &s.BackoffMin, "backoff_max": &s.BackoffMax,
-		"call_timeout": &s.CallTimeout,
-	}
-	dirs := map[string]*string{"bin_dir": &s.BinDir, "remote_dir": &s.RemoteDir, "state_dir": &s.StateDir,
-		"api_tls_cert": &s.APITLSCert, "api_tls_key": &s.APITLSKey, "api_client_ca": &s.APIClientCA}
-	for _, k := range slices.Sorted(maps.Keys(t)) {
-		kp, v := child(path, k), t[k]
-		if d, ok := durations[k]; ok {
-			p.duration(kp, v, d, false)
-			continue
-		}
-		if d, ok := dirs[k]; ok {
-			if str, ok := p.str(kp, v); ok {
-				if str == "" {
-					p.errorf(kp, "want a folder path, got an empty string")
-				} else {
-					*d = str
-				}
-			}
-			continue
-		}
-		switch k {
-		case "api":
-			if str, ok := p.str(kp, v); ok {
-				if str == "" { // no HTTP API
-					s.API = ""
-				} else if err := checkAddr(str); err != nil {
-					p.errorf(kp, "%v", err)
-				} else {
-					s.API = str
-				}
-			}
-		case "debounce":
-			p.duration(kp, v, &s.Debounce, true)
-		case "mode":
-			if str, ok := p.str(kp, v); ok {
-				if str != ModeProcess && str != ModeInproc {
-					p.errorf(kp, "unknown mode %q — want %q (builtins run out of process and hot-reload) or %q (builtins run inside the host)",
-						str, ModeProcess, ModeInproc)
-				} else {
-					s.Mode = str
-				}
-			}
-		case "poll":
-			if b, ok := v.(bool); ok {
-				s.Poll = b
-			} else {
-				p.errorf(kp, "want true or false, got %s", tomlType(v))
-			}
-		case "max_frame":
-			p.integer(kp, v, &s.MaxFrame, MinMaxFrame, MaxMaxFrame, "bytes")
-		case "keep_builds":
-			p.integer(kp, v, &s.KeepBuilds, 1, 1000, "builds")
-		case "log_lines":
-			p.integer(kp, v, &s.LogLines, 1, 10_000_000, "lines")
-		case "api_max_conns":
-			p.integer(kp, v, &s.APIMaxConns, 1, 1_000_000, "connections")
-		case "api_hosts":
-			if l, ok := p.strList(kp, v); ok {
-				for _, h := range l {
-					if h == "" || strings.ContainsAny(h, "/:@ \t") && net.ParseIP(h) == nil {
-						p.errorf(kp, "%q is not a host name — write names such as \"plugvisor.internal\" (no scheme, port or path)", h)
-					}
-				}
-				for i := range l {
-					l[i] = strings.ToLower(l[i])
-				}
-				s.APIHosts = l
-			}
-		case "queue_bytes":
-			p.integer(kp, v, &s.QueueBytes, MinQueueBytes, MaxQueueBytes, "bytes")
-		case "recv_queue_bytes":
-			p.integer(kp, v, &s.RecvQueueBytes, MinQueueBytes, MaxQueueBytes, "bytes")
-		case "fetch_max_bytes":
-			var n int
-			p.integer(kp, v, &n, 1<<20, MaxFetchMaxBytes, "bytes")
-			if n > 0 {
-				s.FetchMaxBytes = int64(n)
-			}
-		case "log_bytes_per_sec":
-			p.integer(kp, v, &s.LogBytesPerSec, 1024, 1<<30, "bytes per second")
-		case "log_lines_per_sec":
-			p.integer(kp, v, &s.LogLinesPerSec, 1, 10_000_000, "lines per second")
-		case "log_line_max":
-			p.integer(kp, v, &s.LogLineMax, 80, 1<<20, "bytes")
-		case "env_inherit":
-			if names, ok := p.envNames(kp, v); ok {
-				s.EnvInherit = names
-			}
-		case "config_check":
-			p.duration(kp, v, &s.ConfigCheck, true)
-		case "shutdown_timeout":
-			p.duration(kp, v, &s.ShutdownTimeout, false)
-		case "api_token_file":
-			if str, ok := p.str(kp, v); ok {
-				if str == "" {
-					p.errorf(kp, "want a file path (a mounted Secret), or leave the key out for <state_dir>/api.token")
-				} else {
-					s.APITokenFile = str
-				}
-			}
-		default:
-			p.unknown(kp, supervisorKeys)
-		}
-	}
-	// Relations between values: reported at the later key's line.
-	if s.MaxWait.Duration < s.Debounce.Duration {
-		p.errorf(child(path, "max_wait"), "%v is shorter than debounce (%v) — max_wait bounds how long debouncing may delay a build", s.MaxWait, s.Debounce)
-	}
-	if s.HeartbeatTimeout.Duration <= s.HeartbeatInterval.Duration {
-		p.errorf(child(path, "heartbeat_timeout"), "%v must be longer than heartbeat_interval (%v)", s.HeartbeatTimeout, s.HeartbeatInterval)
-	}
-	if s.BackoffMax.Duration < s.BackoffMin.Duration {
-		p.errorf(child(path, "backoff_max"), "%v is shorter than backoff_min (%v)", s.BackoffMax, s.BackoffMin)
-	}
-	if (s.APITLSCert == "") != (s.APITLSKey == "") {
-		p.errorf(child(path, "api_tls_key"), "api_tls_cert and api_tls_key go together — set both (PEM files) to serve the API over TLS, or neither")
-	}
-	if s.APIClientCA != "" && s.APITLSCert == "" {
-		p.errorf(child(path, "api_client_ca"), "client certificates need TLS — set api_tls_cert and api_tls_key too")
-	}
-	if s.ShutdownTimeout.Duration < s.StopGrace.Duration {
-		p.errorf(child(path, "shutdown_timeout"), "%v is shorter than stop_grace (%v) — a clean stop gives every plugin its grace", s.ShutdownTimeout, s.StopGrace)
-	}
-	if s.APITokenFile != "" {
-		if abs, err := expandPath(s.APITokenFile, base); err == nil {
-			s.APITokenFile = abs
-		}
-	}
-	for _, d := range []*string{&s.BinDir, &s.RemoteDir, &s.StateDir, &s.APITLSCert, &s.APITLSKey, &s.APIClientCA} {
-		if *d == "" {
-			continue
-		}
-		if abs, err := expandPath(*d, base); err == nil {
-			*d = abs
-		}
-	}
-	if rest, ok := strings.CutPrefix(s.API, UnixScheme); ok {
-		if abs, err := expandPath(rest, base); err == nil {
-			s.API = UnixScheme + abs
-		}
-	}
+	return n, true
 }
 
 // UnixScheme prefixes an API address that is a Unix socket path.
