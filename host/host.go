@@ -91,31 +91,8 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 	}
 	h.reg = config.Registry(o.Builtins)
 	s := cfg.Supervisor
-	sup, err := supervisor.New(supervisor.Options{
-		StateDir:           s.StateDir,
-		StartTimeout:       s.StartTimeout.Duration,
-		DrainTimeout:       s.DrainTimeout.Duration,
-		SnapshotTimeout:    s.SnapshotTimeout.Duration,
-		RestoreTimeout:     s.RestoreTimeout.Duration,
-		StopGrace:          s.StopGrace.Duration,
-		HeartbeatInterval:  s.HeartbeatInterval.Duration,
-		HeartbeatTimeout:   s.HeartbeatTimeout.Duration,
-		CheckpointInterval: s.CheckpointInterval.Duration,
-		BackoffMin:         s.BackoffMin.Duration,
-		BackoffMax:         s.BackoffMax.Duration,
-		MaxFrame:           s.MaxFrame,
-		LogLines:           s.LogLines,
-		QueueBytes:         s.QueueBytes,
-		RecvQueueBytes:     s.RecvQueueBytes,
-		LogBytesPerSec:     s.LogBytesPerSec,
-		LogLinesPerSec:     s.LogLinesPerSec,
-		LogLineMax:         s.LogLineMax,
-		EnvInherit:         s.EnvInherit,
-		Logger:             o.Logger,
-		Registerer:         o.Registerer,
-		QuietOutput:        o.Streamed,
-		ResetDamagedState:  o.ResetDamagedState,
-	})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: s, Logger: o.Logger, Registerer: o.Registerer,
+		QuietOutput: o.Streamed, ResetDamagedState: o.ResetDamagedState})
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}

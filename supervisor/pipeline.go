@@ -142,13 +142,13 @@ func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) (err error) {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	stopAfter := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(s.opts.DrainTimeout, cancelWork)
+		t := time.AfterFunc(s.opts.DrainTimeout.Duration, cancelWork)
 		context.AfterFunc(work, func() { t.Stop() })
 	})
 	defer stopAfter()
 
 	closeSink := func(w *SinkWriter) {
-		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout.Duration)
 		defer cancel()
 		_ = w.Flush(cctx)
 		_ = w.Close(cctx)
@@ -171,7 +171,7 @@ func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) (err error) {
 		return fmt.Errorf("pipeline %s: subscribe to %s: %w", pl.Name, pl.Source, err)
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout.Duration)
 		defer cancel()
 		_ = sub.Close(cctx)
 	}()
@@ -427,7 +427,7 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 // its generation). nil, nil once ctx ends; an error when the function or
 // its plugin is gone for good (the run ends; the host retries it).
 func (rc *runCtx) callAll(ctx context.Context, p *Plugin, ref Ref, items [][]byte) ([]Result, error) {
-	bo := backoff.Backoff{Min: rc.s.opts.BackoffMin, Max: 5 * time.Second}
+	bo := backoff.Backoff{Min: rc.s.opts.BackoffMin.Duration, Max: 5 * time.Second}
 	for {
 		res, err := p.CallBatch(ctx, ref.Symbol, items)
 		if err == nil {
