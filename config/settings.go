@@ -18,42 +18,42 @@ import (
 // default in DefaultSupervisor and one line here (see docs/DESIGN.md
 // "Settings and defaults"). Order: as "known keys" lists them.
 var supervisorSettings = []setting{
-	{"bin_dir", "BinDir", filePath},
-	{"remote_dir", "RemoteDir", filePath},
-	{"state_dir", "StateDir", filePath},
+	{"bin_dir", "BinDir", fsPath},
+	{"remote_dir", "RemoteDir", fsPath},
+	{"state_dir", "StateDir", fsPath},
 	{"api", "API", apiAddr},
 	{"debounce", "Debounce", durationOrOff},
-	{"max_wait", "MaxWait", duration},
-	{"mode", "Mode", mode},
+	{"max_wait", "MaxWait", positiveDuration},
+	{"mode", "Mode", runMode},
 	{"poll", "Poll", boolean},
-	{"start_timeout", "StartTimeout", duration},
-	{"drain_timeout", "DrainTimeout", duration},
-	{"snapshot_timeout", "SnapshotTimeout", duration},
-	{"restore_timeout", "RestoreTimeout", duration},
-	{"stop_grace", "StopGrace", duration},
-	{"heartbeat_interval", "HeartbeatInterval", duration},
-	{"heartbeat_timeout", "HeartbeatTimeout", duration},
-	{"checkpoint_interval", "CheckpointInterval", duration},
-	{"backoff_min", "BackoffMin", duration},
-	{"backoff_max", "BackoffMax", duration},
-	{"max_frame", "MaxFrame", integer(MinMaxFrame, MaxMaxFrame, "bytes")},
-	{"keep_builds", "KeepBuilds", integer(1, 1000, "builds")},
-	{"log_lines", "LogLines", integer(1, 10_000_000, "lines")},
+	{"start_timeout", "StartTimeout", positiveDuration},
+	{"drain_timeout", "DrainTimeout", positiveDuration},
+	{"snapshot_timeout", "SnapshotTimeout", positiveDuration},
+	{"restore_timeout", "RestoreTimeout", positiveDuration},
+	{"stop_grace", "StopGrace", positiveDuration},
+	{"heartbeat_interval", "HeartbeatInterval", positiveDuration},
+	{"heartbeat_timeout", "HeartbeatTimeout", positiveDuration},
+	{"checkpoint_interval", "CheckpointInterval", positiveDuration},
+	{"backoff_min", "BackoffMin", positiveDuration},
+	{"backoff_max", "BackoffMax", positiveDuration},
+	{"max_frame", "MaxFrame", intRange(MinMaxFrame, MaxMaxFrame, "bytes")},
+	{"keep_builds", "KeepBuilds", intRange(1, 1000, "builds")},
+	{"log_lines", "LogLines", intRange(1, 10_000_000, "lines")},
 	{"api_hosts", "APIHosts", hostNames},
-	{"api_tls_cert", "APITLSCert", filePath},
-	{"api_tls_key", "APITLSKey", filePath},
-	{"api_client_ca", "APIClientCA", filePath},
-	{"api_max_conns", "APIMaxConns", integer(1, 1_000_000, "connections")},
-	{"call_timeout", "CallTimeout", duration},
-	{"queue_bytes", "QueueBytes", integer(MinQueueBytes, MaxQueueBytes, "bytes")},
-	{"recv_queue_bytes", "RecvQueueBytes", integer(MinQueueBytes, MaxQueueBytes, "bytes")},
-	{"fetch_max_bytes", "FetchMaxBytes", integer(1<<20, MaxFetchMaxBytes, "bytes")},
-	{"log_bytes_per_sec", "LogBytesPerSec", integer(1024, 1<<30, "bytes per second")},
-	{"log_lines_per_sec", "LogLinesPerSec", integer(1, 10_000_000, "lines per second")},
-	{"log_line_max", "LogLineMax", integer(80, 1<<20, "bytes")},
+	{"api_tls_cert", "APITLSCert", fsPath},
+	{"api_tls_key", "APITLSKey", fsPath},
+	{"api_client_ca", "APIClientCA", fsPath},
+	{"api_max_conns", "APIMaxConns", intRange(1, 1_000_000, "connections")},
+	{"call_timeout", "CallTimeout", positiveDuration},
+	{"queue_bytes", "QueueBytes", intRange(MinQueueBytes, MaxQueueBytes, "bytes")},
+	{"recv_queue_bytes", "RecvQueueBytes", intRange(MinQueueBytes, MaxQueueBytes, "bytes")},
+	{"fetch_max_bytes", "FetchMaxBytes", intRange(1<<20, MaxFetchMaxBytes, "bytes")},
+	{"log_bytes_per_sec", "LogBytesPerSec", intRange(1024, 1<<30, "bytes per second")},
+	{"log_lines_per_sec", "LogLinesPerSec", intRange(1, 10_000_000, "lines per second")},
+	{"log_line_max", "LogLineMax", intRange(80, 1<<20, "bytes")},
 	{"env_inherit", "EnvInherit", envList},
 	{"config_check", "ConfigCheck", durationOrOff},
-	{"shutdown_timeout", "ShutdownTimeout", duration},
+	{"shutdown_timeout", "ShutdownTimeout", positiveDuration},
 	{"api_token_file", "APITokenFile", tokenFile},
 }
 
@@ -73,16 +73,16 @@ type kind struct {
 }
 
 var (
-	duration      = kind{typ: reflect.TypeFor[Duration](), read: readDuration(false)}
-	durationOrOff = kind{typ: reflect.TypeFor[Duration](), read: readDuration(true)} // 0 turns it off
-	boolean       = kind{typ: reflect.TypeFor[bool](), read: func(p *parser, path []string, v any, f reflect.Value) {
+	positiveDuration = kind{typ: reflect.TypeFor[Duration](), read: readDuration(false)}
+	durationOrOff    = kind{typ: reflect.TypeFor[Duration](), read: readDuration(true)} // 0 turns it off
+	boolean          = kind{typ: reflect.TypeFor[bool](), read: func(p *parser, path []string, v any, f reflect.Value) {
 		if b, ok := v.(bool); ok {
 			f.SetBool(b)
 		} else {
 			p.errorf(path, "want true or false, got %s", tomlType(v))
 		}
 	}}
-	filePath  = nonEmpty("want a folder path, got an empty string")
+	fsPath    = nonEmpty("want a folder path, got an empty string")
 	tokenFile = nonEmpty("want a file path (a mounted Secret), or leave the key out for <state_dir>/api.token")
 	apiAddr   = text(func(p *parser, path []string, s string) (string, bool) {
 		if s == "" { // no HTTP API
@@ -94,7 +94,7 @@ var (
 		}
 		return s, true
 	})
-	mode = text(func(p *parser, path []string, s string) (string, bool) {
+	runMode = text(func(p *parser, path []string, s string) (string, bool) {
 		if s != ModeProcess && s != ModeInproc {
 			p.errorf(path, "unknown mode %q — want %q (builtins run out of process and hot-reload) or %q (builtins run inside the host)",
 				s, ModeProcess, ModeInproc)
@@ -130,8 +130,8 @@ func readDuration(allowZero bool) func(p *parser, path []string, v any, f reflec
 	}
 }
 
-// integer takes a whole number from lo to hi, counted in unit.
-func integer(lo, hi int64, unit string) kind {
+// intRange takes a whole number from lo to hi, counted in unit.
+func intRange(lo, hi int64, unit string) kind {
 	return kind{read: func(p *parser, path []string, v any, f reflect.Value) {
 		if n, ok := p.intIn(path, v, lo, hi, unit); ok {
 			f.SetInt(n)

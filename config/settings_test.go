@@ -32,10 +32,10 @@ func TestIndexSettingsRefusesTableMistakes(t *testing.T) {
 		D Duration
 	}
 	for name, s := range map[string]setting{
-		"no such field":  {"m", "M", duration},
-		"wrong type":     {"n", "N", duration},
-		"int as a bool":  {"n", "N", boolean},
-		"duration as an": {"d", "D", integer(1, 2, "x")},
+		"no such field":      {"m", "M", positiveDuration},
+		"wrong type":         {"n", "N", positiveDuration},
+		"int as a bool":      {"n", "N", boolean},
+		"duration as an int": {"d", "D", intRange(1, 2, "x")},
 	} {
 		func() {
 			defer func() {
@@ -46,7 +46,7 @@ func TestIndexSettingsRefusesTableMistakes(t *testing.T) {
 			indexSettings(reflect.TypeFor[fields](), []setting{s})
 		}()
 	}
-	if m := indexSettings(reflect.TypeFor[fields](), []setting{{"n", "N", integer(1, 2, "x")}, {"d", "D", duration}}); m["d"].index != 1 {
+	if m := indexSettings(reflect.TypeFor[fields](), []setting{{"n", "N", intRange(1, 2, "x")}, {"d", "D", positiveDuration}}); m["d"].index != 1 {
 		t.Errorf("d indexed as field %d, want 1", m["d"].index)
 	}
 }
