@@ -69,6 +69,9 @@ type Host struct {
 	cfg     *config.Config
 	workers map[string]*worker
 	runCtx  context.Context // nil until Run
+	// registered: Run has made the workers of the config's plugins, so
+	// Ready can judge by them (before, no worker would read as ready).
+	registered bool
 }
 
 // New prepares a host for cfg: the supervisor is made with cfg's
@@ -136,6 +139,7 @@ func (h *Host) Run(ctx context.Context) error {
 		w := h.startWorkerLocked(ctx, n, cfg.Plugins[n])
 		firsts = append(firsts, w.first)
 	}
+	h.registered = true
 	h.mu.Unlock()
 	if !h.opts.NoPipelines {
 		h.pipes.sync(ctx, h, cfg.Pipelines)
