@@ -11,18 +11,13 @@ package fetcher
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -189,66 +184,6 @@ func Executable(dir string) (string, error) {
 	}
 }
 
-// prepareSource refuses option-like refs (go-getter hands ?ref= to
-// `git checkout` without "--") and adds Options.Checksum as go-getter's
-// checksum query.
-func prepareSource(src, checksum string) (string, error) {
-	if strings.TrimSpace(src) == "" {
-		return "", errors.New("empty source: give a go-getter address such as git::https://host/repo.git?ref=v1")
-	}
-	rest := src
-	if m := forcedPrefix.FindStringSubmatch(src); m != nil {
-		rest = m[2]
-	}
-	var q url.Values
-	if i := strings.IndexByte(rest, '?'); i >= 0 {
-		var err error
-		if q, err = url.ParseQuery(rest[i+1:]); err != nil {
-			return "", fmt.Errorf("invalid query in source: %w", err)
-		}
-	}
-	if ref := q.Get("ref"); strings.HasPrefix(ref, "-") {
-		return "", fmt.Errorf("invalid ref %q: a ref must not start with '-'", ref)
-	}
-	if checksum == "" {
-		return src, nil
-	}
-	if q.Has("checksum") {
-		return "", errors.New("checksum given both in the source (?checksum=) and in the plugin options; keep one")
-	}
-	sep := "?"
-	if strings.Contains(rest, "?") {
-		sep = "&"
-	}
-	return src + sep + "checksum=" + url.QueryEscape(checksum), nil
-}
-
-// redact hides a URL password and an inline ssh key so errors can be shown.
-func redact(src string) string {
-	prefix, rest := "", src
-	if m := forcedPrefix.FindStringSubmatch(src); m != nil {
-		prefix, rest = m[1]+"::", m[2]
-	}
-	u, err := url.Parse(rest)
-	if err != nil {
-		return src
-	}
-	changed := false
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		changed = true
-	}
-	if q := u.Query(); q.Has("sshkey") {
-		q.Set("sshkey", "redacted")
-		u.RawQuery = q.Encode()
-		changed = true
-	}
-	if !changed {
-		return src
-	}
-	return prefix + u.String()
-}
-
 func lock(ctx context.Context, key string) (func(), error) {
 	v, _ := locks.LoadOrStore(key, make(chan struct{}, 1))
 	sem := v.(chan struct{})
@@ -387,137 +322,6 @@ func download(ctx context.Context, src, tree string, o Options) (usedGit, skippe
 	return used == getter.Getter(gitG), skipped, nil
 }
 
-// mismatch rewords go-getter's multi-line checksum error on one line and
-// keeps it reachable with errors.As.
-type mismatch struct{ *getter.ChecksumError }
-
-func (m mismatch) Error() string {
-	return fmt.Sprintf("checksum mismatch: expected %x, got %x; the download is not the configured one (update the checksum if the release really changed)",
-		m.Expected, m.Actual)
-}
-
-func (m mismatch) Unwrap() error { return m.ChecksumError }
-
-// hints add the fix to go-getter errors that only state the problem.
-var hints = map[string]string{
-	"relative paths require":                     "give an absolute path, e.g. file::/srv/plugins/geo",
-	"checksum cannot be specified for directory": "a checksum applies to a file or archive; pin a git source with ?ref=<tag or commit> instead",
-}
-
-// tidy puts go-getter's multi-line git output on one line, drops git's
-// "Cloning into <staging>" noise and adds a hint where one is known.
-type tidy struct{ error }
-
-func (t tidy) Error() string {
-	var parts []string
-	for _, l := range strings.Split(t.error.Error(), "\n") {
-		if i := strings.Index(l, "Cloning into "); i >= 0 {
-			l = l[:i]
-		}
-		l = strings.TrimSpace(l)
-		if l == "" {
-			continue
-		}
-		parts = append(parts, l)
-	}
-	msg := strings.Join(parts, " ")
-	for k, hint := range hints {
-		if strings.Contains(msg, k) {
-			msg += "; " + hint
-		}
-	}
-	return msg
-}
-
-func (t tidy) Unwrap() error { return t.error }
-
-// copyTree copies regular files and folders from src to dst, refusing
-// symlinks and special files like checkTree does.
-func copyTree(ctx context.Context, src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		out := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(out, 0o755)
-		case info.Mode().IsRegular():
-			return copyFile(p, out, info.Mode().Perm()&^0o022)
-		default:
-			return refuse(src, p, info)
-		}
-	})
-}
-
-func copyFile(from, to string, perm fs.FileMode) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// checkTree walks the fetched tree without following links and refuses any
-// symlink or special file: go-getter's DisableSymlinks does not stop git
-// from checking links out, and a plugin tree is built and run from here.
-func checkTree(root string) error {
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || d.Type().IsRegular() {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		return refuse(root, p, info)
-	})
-}
-
-func refuse(root, p string, info fs.FileInfo) error {
-	rel, _ := filepath.Rel(root, p)
-	if info.Mode()&fs.ModeSymlink == 0 {
-		return fmt.Errorf("fetched tree has %s, which is not a regular file or folder (%v); plugvisor accepts only files and folders in fetched plugins", rel, info.Mode().Type())
-	}
-	target, err := os.Readlink(p)
-	if err != nil {
-		return err
-	}
-	where := ""
-	if escapes(rel, target) {
-		where = " escaping the folder"
-	}
-	return fmt.Errorf("fetched tree has a symlink %s -> %s%s; plugvisor refuses symlinks in fetched plugins", rel, target, where)
-}
-
-func escapes(rel, target string) bool {
-	if filepath.IsAbs(target) {
-		return true
-	}
-	j := filepath.Join(filepath.Dir(rel), target)
-	return j == ".." || strings.HasPrefix(j, ".."+string(filepath.Separator))
-}
-
 // revision names what was fetched: the checked-out commit when git cloned
 // the tree (a "//subdir" of a repo has no .git and falls back to the
 // content hash), else the content hash.
@@ -564,58 +368,6 @@ func gitHead(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("git rev-parse HEAD in %s: %w: %s", dir, err, strings.TrimSpace(errOut.String()))
 	}
 	return strings.TrimSpace(out.String()), nil
-}
-
-// treeHash digests the sorted listing (path, kind, execute bit) and file
-// contents, skipping .git folders whose bookkeeping churns on its own.
-func treeHash(root string) (string, error) {
-	var paths []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && d.Name() == ".git" {
-			return filepath.SkipDir
-		}
-		if p != root {
-			paths = append(paths, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	sort.Strings(paths)
-	h := sha256.New()
-	for _, p := range paths {
-		info, err := os.Lstat(p)
-		if err != nil {
-			return "", err
-		}
-		rel, _ := filepath.Rel(root, p)
-		kind := "f"
-		switch {
-		case info.IsDir():
-			kind = "d"
-		case info.Mode()&0o111 != 0:
-			kind = "x"
-		}
-		fmt.Fprintf(h, "%s %q\n", kind, filepath.ToSlash(rel))
-		if info.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return "", err
-			}
-			fh := sha256.New()
-			_, err = io.Copy(fh, f)
-			f.Close()
-			if err != nil {
-				return "", err
-			}
-			fmt.Fprintf(h, "%x\n", fh.Sum(nil))
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
 // swap moves tree into dir/plugin: the old tree is renamed aside, the new

@@ -26,7 +26,7 @@ type NotReady struct {
 // a hot swap must not take the daemon out of a load balancer.
 func (h *Host) Ready() []NotReady {
 	h.mu.Lock()
-	if h.runCtx == nil || h.runCtx.Err() != nil {
+	if h.runCtx == nil || h.runCtx.Err() != nil || !h.registered {
 		h.mu.Unlock()
 		return []NotReady{{Kind: "host", Name: "host", Reason: "not running (starting or shutting down)"}}
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/sdk"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -54,7 +55,7 @@ func Example() {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	sup, err := supervisor.New(supervisor.Options{StateDir: dir})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: dir}})
 	if err != nil {
 		panic(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -24,7 +25,7 @@ func pct(d []time.Duration, p float64) float64 {
 }
 
 func benchPlugin(b *testing.B) *supervisor.Plugin {
-	sup, err := supervisor.New(supervisor.Options{StateDir: b.TempDir()})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: b.TempDir()}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -176,7 +177,7 @@ func TestLeftoversOfAKilledHost(t *testing.T) {
 			if !alive(session) {
 				t.Fatal("the setsid child died without help: the test proves nothing")
 			}
-			sup, err := supervisor.New(supervisor.Options{StateDir: state})
+			sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: state}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -310,7 +311,7 @@ func TestEnvInherit(t *testing.T) {
 // A peer with a wrong token that does not hang up is reported as that,
 // not as a start that timed out.
 func TestWrongTokenNamedInStatus(t *testing.T) {
-	sup := newSup(t, func(o *supervisor.Options) { o.StartTimeout = time.Second })
+	sup := newSup(t, func(o *supervisor.Options) { o.StartTimeout.Duration = time.Second })
 	p, _ := sup.Add("thief", helperSpec("wrong-token-stay"))
 	waitFor(t, "the refusal in last_error", 15*time.Second, func() bool {
 		return strings.Contains(p.Status().LastError, "wrong token")

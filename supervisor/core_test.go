@@ -23,10 +23,11 @@ import (
 
 func newSup(t *testing.T, mut ...func(*supervisor.Options)) *supervisor.Supervisor {
 	t.Helper()
-	o := supervisor.Options{StateDir: t.TempDir(), StopGrace: 300 * time.Millisecond,
-		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		HeartbeatInterval: 200 * time.Millisecond, HeartbeatTimeout: 3 * time.Second,
-		StartTimeout: 10 * time.Second, MaxFrame: 256 << 10}
+	var o supervisor.Options
+	o.StateDir, o.MaxFrame = t.TempDir(), 256<<10
+	o.StopGrace.Duration, o.StartTimeout.Duration = 300*time.Millisecond, 10*time.Second
+	o.BackoffMin.Duration, o.BackoffMax.Duration = 20*time.Millisecond, 200*time.Millisecond
+	o.HeartbeatInterval.Duration, o.HeartbeatTimeout.Duration = 200*time.Millisecond, 3*time.Second
 	for _, f := range mut {
 		f(&o)
 	}
@@ -269,7 +270,7 @@ func TestBadPlugins(t *testing.T) {
 		{"garbage", "bad frame"},
 		{"oversized", "over the limit"},
 	}
-	sup := newSup(t, func(o *supervisor.Options) { o.StartTimeout = 1500 * time.Millisecond })
+	sup := newSup(t, func(o *supervisor.Options) { o.StartTimeout.Duration = 1500 * time.Millisecond })
 	good, _ := sup.Add("good", helperSpec("plugin"))
 	for _, c := range cases {
 		t.Run(c.mode, func(t *testing.T) {
@@ -321,7 +322,7 @@ func TestShutdownIgnoredIsKilledAfterGrace(t *testing.T) {
 }
 
 func TestSocketDirPrivateAndTokenChecked(t *testing.T) {
-	sup := newSup(t, func(o *supervisor.Options) { o.StartTimeout = 30 * time.Second })
+	sup := newSup(t, func(o *supervisor.Options) { o.StartTimeout.Duration = 30 * time.Second })
 	fi, err := os.Stat(sup.SocketDir())
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("socket dir %s: %v %v", sup.SocketDir(), fi.Mode(), err)

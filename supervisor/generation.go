@@ -132,7 +132,7 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	hs := make(chan error, 1)
 	go g.readControl(token, hs)
 
-	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.StartTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.StartTimeout.Duration)
 	defer cancel()
 	fail := func(err error) (*generation, error) {
 		g.abandon(err)
@@ -150,7 +150,7 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	case <-g.dead:
 		return fail(errors.New("exited before the handshake"))
 	case <-ctx.Done():
-		return fail(fmt.Errorf("no handshake within %s (start_timeout)", p.sup.opts.StartTimeout))
+		return fail(fmt.Errorf("no handshake within %s (start_timeout)", p.sup.opts.StartTimeout.Duration))
 	}
 	if pid := g.pid(); pid != 0 {
 		p.logf(num, "started pid %d: %s %s", pid, g.man.Name, g.man.Version)
@@ -361,7 +361,7 @@ func (g *generation) open(ctx context.Context, m transport.OpenMsg) error {
 }
 
 func (g *generation) heartbeat() {
-	iv := g.p.sup.opts.HeartbeatInterval
+	iv := g.p.sup.opts.HeartbeatInterval.Duration
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -370,7 +370,7 @@ func (g *generation) heartbeat() {
 			return
 		case <-t.C:
 			silent := time.Since(time.Unix(0, g.lastHeard.Load()))
-			if silent > g.p.sup.opts.HeartbeatTimeout {
+			if silent > g.p.sup.opts.HeartbeatTimeout.Duration {
 				g.kill(fmt.Errorf("%w: no answer to heartbeats for %s (heartbeat_timeout)", ErrCrashed, silent.Round(time.Millisecond)))
 				return
 			}

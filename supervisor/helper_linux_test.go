@@ -71,7 +71,9 @@ func startSleeper(setsid bool) (int, error) {
 // runs the spawn plugin on PV_TEST_STATE, prints the pids and waits.
 func runHostSpawn(tie bool) int {
 	supervisor.SetTieToHost(tie)
-	sup, err := supervisor.New(supervisor.Options{StateDir: os.Getenv("PV_TEST_STATE"), HeartbeatInterval: 200 * time.Millisecond})
+	var o supervisor.Options
+	o.StateDir, o.HeartbeatInterval.Duration = os.Getenv("PV_TEST_STATE"), 200*time.Millisecond
+	sup, err := supervisor.New(o)
 	if err != nil {
 		fmt.Println("ERR", err)
 		return 1

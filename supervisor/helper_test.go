@@ -20,6 +20,7 @@ import (
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/pair"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/sdk"
 	"github.com/plugvisor/plugvisor/supervisor"
 	"github.com/plugvisor/plugvisor/transport"
@@ -317,7 +318,7 @@ func rawPlugin(mode string, env sdk.Env) int {
 // plugin, prints its pid and waits to be killed.
 func runHost() int {
 	dir, _ := os.MkdirTemp("", "pvhost")
-	sup, err := supervisor.New(supervisor.Options{StateDir: dir})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: dir}})
 	if err != nil {
 		fmt.Println("ERR", err)
 		return 1
@@ -341,7 +342,9 @@ func runHost() int {
 // counts checkpointed, then a swap that hangs in restore; it prints the
 // pids of both generations and waits.
 func runHostSwap() int {
-	sup, err := supervisor.New(supervisor.Options{StateDir: os.Getenv("PV_TEST_STATE"), RestoreTimeout: time.Minute})
+	var o supervisor.Options
+	o.StateDir, o.RestoreTimeout.Duration = os.Getenv("PV_TEST_STATE"), time.Minute
+	sup, err := supervisor.New(o)
 	if err != nil {
 		fmt.Println("ERR", err)
 		return 1

@@ -43,11 +43,11 @@ type rig struct {
 func newRig(t *testing.T, o Options, scripts map[int]script) *rig {
 	r := &rig{t: t, scripts: scripts, release: make(chan struct{})}
 	o.StateDir = t.TempDir()
-	if o.BackoffMin == 0 {
-		o.BackoffMin = time.Millisecond
+	if o.BackoffMin.Duration == 0 {
+		o.BackoffMin.Duration = time.Millisecond
 	}
-	if o.StopGrace == 0 {
-		o.StopGrace = 100 * time.Millisecond
+	if o.StopGrace.Duration == 0 {
+		o.StopGrace.Duration = 100 * time.Millisecond
 	}
 	s, err := New(o)
 	if err != nil {
@@ -382,6 +382,8 @@ func TestLifecyclePhases(t *testing.T) {
 // waiting handles, and a call that arrived while paused is answered.
 func TestSwapPhasesAndAborts(t *testing.T) {
 	swapped := []phase{phasePaused, phaseDraining, phaseRestoring, phaseRetiring, phaseServing}
+	var shortDrain Options
+	shortDrain.DrainTimeout.Duration = 200 * time.Millisecond
 	cases := []struct {
 		name    string
 		opts    Options
@@ -401,9 +403,9 @@ func TestSwapPhasesAndAborts(t *testing.T) {
 			wantErr: "exited at once", serving: 1},
 		{name: "step 1: N+1 lacks a function in use", scripts: map[int]script{2: {noGen: true}},
 			wantErr: "does not offer it", serving: 1},
-		{name: "step 3: the drain times out", opts: Options{DrainTimeout: 200 * time.Millisecond}, block: true,
+		{name: "step 3: the drain times out", opts: shortDrain, block: true,
 			wantErr: "drain timed out", want: []phase{phasePaused, phaseDraining, phaseServing}, serving: 1},
-		{name: "step 3: a forced drain timeout kills N", opts: Options{DrainTimeout: 200 * time.Millisecond},
+		{name: "step 3: a forced drain timeout kills N", opts: shortDrain,
 			force: true, block: true, want: swapped, serving: 2},
 		{name: "step 3: N dies while draining", block: true, during: func(r *rig, ph phase) {
 			if ph == phaseDraining {

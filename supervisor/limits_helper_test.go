@@ -70,8 +70,10 @@ func procStatus(field string) int64 {
 func runHostHuge() int {
 	// Default buffer sizes; short deadlines only so that stopping the stuck
 	// sink at the end does not take long.
-	sup, err := supervisor.New(supervisor.Options{StateDir: os.Getenv("PV_TEST_STATE"),
-		DrainTimeout: 200 * time.Millisecond, SnapshotTimeout: time.Second, StopGrace: 200 * time.Millisecond})
+	var o supervisor.Options
+	o.StateDir = os.Getenv("PV_TEST_STATE")
+	o.DrainTimeout.Duration, o.SnapshotTimeout.Duration, o.StopGrace.Duration = 200*time.Millisecond, time.Second, 200*time.Millisecond
+	sup, err := supervisor.New(o)
 	if err != nil {
 		fmt.Println("ERR", err)
 		return 1

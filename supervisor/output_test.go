@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/plugvisor/plugvisor/config"
 )
 
 // A plugin's structured log line is logged with its own level and fields
@@ -15,7 +17,7 @@ import (
 func TestRecordLogsPluginLinesAsJSON(t *testing.T) {
 	var buf bytes.Buffer
 	log := zerolog.New(&buf)
-	s, err := New(Options{StateDir: t.TempDir(), Logger: &log})
+	s, err := New(Options{Supervisor: config.Supervisor{StateDir: t.TempDir()}, Logger: &log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,13 +138,13 @@ func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) (err error) {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	stopAfter := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(s.opts.DrainTimeout, cancelWork)
+		t := time.AfterFunc(s.opts.DrainTimeout.Duration, cancelWork)
 		context.AfterFunc(work, func() { t.Stop() })
 	})
 	defer stopAfter()
 
 	closeSink := func(w *SinkWriter) {
-		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout.Duration)
 		defer cancel()
 		_ = w.Flush(cctx)
 		_ = w.Close(cctx)
@@ -167,7 +167,7 @@ func (s *Supervisor) RunPipeline(ctx context.Context, pl Pipeline) (err error) {
 		return fmt.Errorf("pipeline %s: subscribe to %s: %w", pl.Name, pl.Source, err)
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+		cctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout.Duration)
 		defer cancel()
 		_ = sub.Close(cctx)
 	}()

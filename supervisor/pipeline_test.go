@@ -79,7 +79,7 @@ func lines(t *testing.T, path string) []string {
 // swaps) equals N. Stopping the pipeline finishes the items in flight.
 func TestPipelineFullSpeedSwapsExactlyOnce(t *testing.T) {
 	// A busy machine must not turn a slow heartbeat into a crash here.
-	sup := newSup(t, func(o *supervisor.Options) { o.HeartbeatTimeout = time.Minute })
+	sup := newSup(t, func(o *supervisor.Options) { o.HeartbeatTimeout.Duration = time.Minute })
 	dstSpec, out := sinkSpec(t)
 	src, _ := sup.Add("src", helperSpec("plugin"))
 	fn, _ := sup.Add("fn", helperSpec("plugin"))

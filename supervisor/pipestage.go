@@ -229,7 +229,7 @@ func (rc *runCtx) call(ctx context.Context, i int, p *Plugin, b batch) batch {
 // its generation). nil, nil once ctx ends; an error when the function or
 // its plugin is gone for good (the run ends; the host retries it).
 func (rc *runCtx) callAll(ctx context.Context, p *Plugin, ref Ref, items [][]byte) ([]Result, error) {
-	bo := backoff.Backoff{Min: rc.s.opts.BackoffMin, Max: 5 * time.Second}
+	bo := backoff.Backoff{Min: rc.s.opts.BackoffMin.Duration, Max: 5 * time.Second}
 	for {
 		res, err := p.CallBatch(ctx, ref.Symbol, items)
 		if err == nil {

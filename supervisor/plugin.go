@@ -141,7 +141,7 @@ func (p *Plugin) loop() {
 	if p.hasSpecNow() {
 		p.bringUp(p.ctx)
 	}
-	ckTick := time.NewTicker(p.sup.opts.CheckpointInterval)
+	ckTick := time.NewTicker(p.sup.opts.CheckpointInterval.Duration)
 	defer ckTick.Stop()
 	for {
 		var dead <-chan struct{}
@@ -174,14 +174,14 @@ func (p *Plugin) restoreAndOpen(ctx context.Context, g *generation, ck *checkpoi
 			return fmt.Errorf("%w: the saved state has state version %q, %s %s reads %q and has no Migrate hook",
 				ErrStateIncompatible, ck.meta.FromStateVersion, g.man.Name, g.man.Version, g.man.StateVersion)
 		}
-		rctx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+		rctx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
 		_, err := g.request(rctx, transport.Restore, transport.RestorePayload(ck.meta, ck.scopes))
 		cancel()
 		if err != nil {
 			return fmt.Errorf("restore state: %w", err)
 		}
 	}
-	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
 	defer cancel()
 	for _, inst := range p.sortedInstances() {
 		if err := p.bindInstance(octx, g, inst, send); err != nil {
@@ -247,7 +247,7 @@ func (p *Plugin) checkpoint(ctx context.Context) error {
 		}
 	}
 	defer resume()
-	dctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout)
+	dctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout.Duration)
 	_, err := g.waitIdle(dctx)
 	cancel()
 	if err != nil {
@@ -266,7 +266,7 @@ func (p *Plugin) checkpoint(ctx context.Context) error {
 // state never claims an item the host has not received. answered (if not
 // nil) runs once the plugin answered, before that wait.
 func (p *Plugin) snapshot(ctx context.Context, g *generation, marks bool, answered func()) (*checkpoint, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.SnapshotTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.SnapshotTimeout.Duration)
 	defer cancel()
 	f, err := g.request(ctx, transport.Snapshot, nil)
 	if answered != nil {
@@ -309,7 +309,7 @@ func (p *Plugin) attach(ctx context.Context, inst *instance) error {
 		if g == nil {
 			return // opened when a generation comes up
 		}
-		octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+		octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
 		defer cancel()
 		if err = p.bindInstance(octx, g, inst, true); err != nil {
 			p.mu.Lock()
@@ -334,7 +334,7 @@ func (p *Plugin) detach(ctx context.Context, inst *instance) error {
 		if b == nil {
 			return
 		}
-		sctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout)
+		sctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout.Duration)
 		defer cancel()
 		_, err = b.g.request(sctx, transport.Stop, transport.JSON(transport.StopMsg{Instance: inst.id}))
 		b.conn.Close()
@@ -380,7 +380,7 @@ func (p *Plugin) shutdown() {
 		}
 	}
 	p.unbind(g)
-	g.retire(p.sup.opts.StopGrace)
+	g.retire(p.sup.opts.StopGrace.Duration)
 }
 
 // Status returns a snapshot of the plugin's state.

@@ -85,7 +85,7 @@ func (p *Plugin) nextGen() int {
 }
 
 func (p *Plugin) backoff() time.Duration {
-	return backoff.Delay(p.sup.opts.BackoffMin, p.sup.opts.BackoffMax, p.consecutive)
+	return backoff.Delay(p.sup.opts.BackoffMin.Duration, p.sup.opts.BackoffMax.Duration, p.consecutive)
 }
 
 // crashed handles the unplanned end of the serving generation:

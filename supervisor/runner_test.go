@@ -57,7 +57,9 @@ func (f *fakeRunner) describe() string {
 // plugin is restarted through a new runner, and calls reach it; a swap
 // goes through the runner too.
 func TestRestartAndSwapThroughFakeRunner(t *testing.T) {
-	s, err := New(Options{StateDir: t.TempDir(), BackoffMin: 10 * time.Millisecond, StopGrace: 100 * time.Millisecond})
+	var o Options
+	o.StateDir, o.BackoffMin.Duration, o.StopGrace.Duration = t.TempDir(), 10*time.Millisecond, 100*time.Millisecond
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/sdk"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -41,7 +42,7 @@ func TestSwapChecksSchemasOfSymbolsInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	sup, err := supervisor.New(supervisor.Options{StateDir: dir})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: dir}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestRunPipelineRefusesIllTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	sup, err := supervisor.New(supervisor.Options{StateDir: dir})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: dir}})
 	if err != nil {
 		t.Fatal(err)
 	}

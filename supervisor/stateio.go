@@ -207,7 +207,7 @@ func (p *Plugin) editState(ctx context.Context, ed StateEdit) error {
 			return fmt.Errorf("%w: the imported state has state version %q, %s %s reads %q and has no Migrate hook",
 				ErrStateIncompatible, meta.FromStateVersion, g.man.Name, g.man.Version, g.man.StateVersion)
 		}
-		rctx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+		rctx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
 		_, err := g.request(rctx, transport.Restore, transport.RestorePayload(meta, changed))
 		cancel()
 		if err != nil {

@@ -13,7 +13,9 @@ import (
 // A plugin that never started shows no generation (not the number its
 // failed attempts used) and counts its failed restart attempts.
 func TestStatusOfNeverStartedPlugin(t *testing.T) {
-	sup := newSup(t, func(o *supervisor.Options) { o.BackoffMin, o.BackoffMax = time.Millisecond, time.Millisecond })
+	sup := newSup(t, func(o *supervisor.Options) {
+		o.BackoffMin.Duration, o.BackoffMax.Duration = time.Millisecond, time.Millisecond
+	})
 	p, err := sup.Add("ghost", supervisor.Spec{Kind: "binary", Path: filepath.Join(t.TempDir(), "missing")})
 	if err != nil {
 		t.Fatal(err)

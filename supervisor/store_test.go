@@ -57,7 +57,8 @@ func TestDamagedStoreRefusedThenReset(t *testing.T) {
 	}{{"freelist and data pages", false}, {"data pages", true}} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			opts := supervisor.Options{StateDir: dir, StopGrace: 300 * time.Millisecond}
+			var opts supervisor.Options
+			opts.StateDir, opts.StopGrace.Duration = dir, 300*time.Millisecond
 			sup, err := supervisor.New(opts)
 			if err != nil {
 				t.Fatal(err)

@@ -5,7 +5,7 @@
 //
 // A host embeds it like this:
 //
-//	sup, err := supervisor.New(supervisor.Options{StateDir: ".plugvisor"})
+//	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: ".plugvisor"}})
 //	p, err := sup.Add("counter", supervisor.Spec{Path: "bin/counter"})
 //	out, err := p.Call(ctx, "count", []byte(`"clicks"`))
 //	rep, err := p.Reload(ctx, supervisor.ReloadOptions{})   // swap, state kept
@@ -30,88 +30,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/plugvisor/plugvisor/transport"
+	"github.com/plugvisor/plugvisor/config"
 )
 
-// Options tune the supervisor. Zero durations take the defaults in
-// brackets; they match config's defaults.
+// Options tune the supervisor. Its settings are config's [supervisor]
+// table as config parses it (config.Supervisor, embedded: a new setting is
+// added there, docs/DESIGN.md "Settings and defaults"); a field left unset
+// (zero) takes config.DefaultSupervisor's value. The supervisor reads the
+// state folder, the lifecycle deadlines and heartbeats, backoff, frame and
+// queue sizes, output limits and env_inherit; the other settings are the
+// host's.
 type Options struct {
-	StateDir           string        // checkpoints and the socket dir [.plugvisor]
-	StartTimeout       time.Duration // [10s] process start to handshake
-	DrainTimeout       time.Duration // [10s]
-	SnapshotTimeout    time.Duration // [10s]
-	RestoreTimeout     time.Duration // [10s] restore and open of every instance
-	StopGrace          time.Duration // [3s] shutdown → SIGTERM → SIGKILL steps
-	HeartbeatInterval  time.Duration // [1s]
-	HeartbeatTimeout   time.Duration // [5s]
-	CheckpointInterval time.Duration // [30s]
-	BackoffMin         time.Duration // [100ms]
-	BackoffMax         time.Duration // [30s]
-	MaxFrame           int           // [16 MiB]
-	LogLines           int           // [1000] per plugin
-	Logger             *zerolog.Logger
-	Registerer         prometheus.Registerer // metrics; nil = a private registry
-	QuietOutput        bool                  // plugin output is only kept and followed (FollowOutput), not logged
-	// QueueBytes bounds each subscription queue and each sink window in
-	// bytes (besides their item counts) [32 MiB]; an item larger than it
-	// passes alone. RecvQueueBytes bounds what each channel holds received
-	// but unread [32 MiB, at least one max_frame message]. When either is
-	// full the producer waits: nothing is dropped.
-	QueueBytes     int
-	RecvQueueBytes int
+	config.Supervisor
+	Logger      *zerolog.Logger
+	Registerer  prometheus.Registerer // metrics; nil = a private registry
+	QuietOutput bool                  // plugin output is only kept and followed (FollowOutput), not logged
 	// ResetDamagedState moves a damaged state.db aside
 	// (state.db.damaged-<time>) and starts with empty state, saying so in
 	// the log; without it New refuses with ErrStoreDamaged. A healthy
 	// store is kept either way.
 	ResetDamagedState bool
-	// Plugin output before the daemon's log (see outputlimit.go).
-	LogBytesPerSec int      // [1 MiB] per plugin
-	LogLinesPerSec int      // [1000] per plugin
-	LogLineMax     int      // [4096] bytes; longer lines are cut
-	EnvInherit     []string // host variables passed to plugins beyond the minimal set (Spec.EnvInherit overrides)
 }
 
-func (o *Options) defaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&o.StartTimeout, 10*time.Second)
-	def(&o.DrainTimeout, 10*time.Second)
-	def(&o.SnapshotTimeout, 10*time.Second)
-	def(&o.RestoreTimeout, 10*time.Second)
-	def(&o.StopGrace, 3*time.Second)
-	def(&o.HeartbeatInterval, time.Second)
-	def(&o.HeartbeatTimeout, 5*time.Second)
-	def(&o.CheckpointInterval, 30*time.Second)
-	def(&o.BackoffMin, 100*time.Millisecond)
-	def(&o.BackoffMax, 30*time.Second)
-	if o.MaxFrame <= 0 {
-		o.MaxFrame = 16 << 20
-	}
-	if o.QueueBytes <= 0 {
-		o.QueueBytes = 32 << 20
-	}
-	if o.RecvQueueBytes <= 0 {
-		o.RecvQueueBytes = transport.DefaultRecvQueueBytes
-	}
-	if o.LogLines <= 0 {
-		o.LogLines = 1000
-	}
-	if o.LogBytesPerSec <= 0 {
-		o.LogBytesPerSec = 1 << 20
-	}
-	if o.LogLinesPerSec <= 0 {
-		o.LogLinesPerSec = 1000
-	}
-	if o.LogLineMax <= 0 {
-		o.LogLineMax = 4096
-	}
-	if o.StateDir == "" {
-		o.StateDir = ".plugvisor"
-	}
-}
+func (o *Options) defaults() { o.Supervisor = o.Supervisor.WithDefaults() }
 
 // Supervisor owns the plugins of one host.
 type Supervisor struct {
@@ -290,7 +231,7 @@ func (s *Supervisor) Close(ctx context.Context) error {
 // oklog/run group.
 func (s *Supervisor) Run(ctx context.Context) error {
 	<-ctx.Done()
-	cctx, cancel := context.WithTimeout(context.Background(), s.opts.StopGrace*3+5*time.Second)
+	cctx, cancel := context.WithTimeout(context.Background(), s.opts.StopGrace.Duration*3+5*time.Second)
 	defer cancel()
 	return s.Close(cctx)
 }

@@ -190,7 +190,7 @@ func (tx *swapTx) resume() {
 // retire is step 7: N is shut down while N+1 serves.
 func (tx *swapTx) retire() {
 	p, t := tx.p, time.Now()
-	tx.old.retire(p.sup.opts.StopGrace)
+	tx.old.retire(p.sup.opts.StopGrace.Duration)
 	tx.rep.Phases.RetireMS = ms(time.Since(t))
 	if tx.o.Spec != nil {
 		p.mu.Lock()
@@ -271,7 +271,7 @@ func (p *Plugin) compatible(old, ng *generation) error {
 // drain waits for N's in-flight calls, stops its sources (read to their
 // end-of-stream) and gets a barrier acknowledged by its sinks.
 func (p *Plugin) drain(ctx context.Context, old *generation, insts []*instance) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.sup.opts.DrainTimeout.Duration)
 	defer cancel()
 	drained, err := old.waitIdle(ctx)
 	if err != nil {
@@ -340,7 +340,7 @@ func (p *Plugin) drain(ctx context.Context, old *generation, insts []*instance) 
 // by the drain are opened again (with the state N still holds), sinks get
 // their queued items. abort's transition then releases the handles.
 func (p *Plugin) resumeOld(ctx context.Context, old *generation, insts []*instance, oldBinds map[*instance]*binding) {
-	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout)
+	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
 	defer cancel()
 	for _, inst := range insts {
 		ob := oldBinds[inst]

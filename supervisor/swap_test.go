@@ -173,8 +173,8 @@ func TestSwapRollback(t *testing.T) {
 		{"hangs-in-restore", helperSpec("hang-restore"), "no answer"},
 	}
 	sup := newSup(t, func(o *supervisor.Options) {
-		o.StartTimeout = time.Second
-		o.RestoreTimeout = time.Second
+		o.StartTimeout.Duration = time.Second
+		o.RestoreTimeout.Duration = time.Second
 	})
 	p, _ := sup.Add("clicks", helperSpec("plugin"))
 	for _, c := range cases {
@@ -305,7 +305,7 @@ func TestSwapOldKilledDuringDrain(t *testing.T) {
 // A drain that times out aborts the swap, unless forced: then the old
 // generation is killed and the unanswered call goes to the new one.
 func TestSwapDrainTimeoutAndForce(t *testing.T) {
-	sup := newSup(t, func(o *supervisor.Options) { o.DrainTimeout = 300 * time.Millisecond })
+	sup := newSup(t, func(o *supervisor.Options) { o.DrainTimeout.Duration = 300 * time.Millisecond })
 	p, _ := sup.Add("clicks", helperSpec("plugin"))
 	call(t, p, "count", `"k"`)
 	slow := make(chan error, 2)
@@ -596,7 +596,7 @@ func restoringPID(t *testing.T, p *supervisor.Plugin) int {
 // kill -9 of the new generation while it restores: the swap rolls back at
 // once, the old generation serves on with its state.
 func TestSwapNewKilledDuringRestore(t *testing.T) {
-	sup := newSup(t, func(o *supervisor.Options) { o.RestoreTimeout = time.Minute })
+	sup := newSup(t, func(o *supervisor.Options) { o.RestoreTimeout.Duration = time.Minute })
 	p, _ := sup.Add("clicks", helperSpec("plugin"))
 	call(t, p, "count", `"k"`)
 	old := p.Status().PID

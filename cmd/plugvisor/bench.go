@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plugvisor/plugvisor/compiler"
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -67,7 +68,7 @@ func runBench(ctx context.Context, out io.Writer, plugin string, calls, swaps in
 	if err != nil {
 		return fmt.Errorf("build %s: %w", plugin, err)
 	}
-	sup, err := supervisor.New(supervisor.Options{StateDir: filepath.Join(dir, "st")})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: filepath.Join(dir, "st")}})
 	if err != nil {
 		return err
 	}

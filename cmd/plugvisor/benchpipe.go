@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/plugvisor/plugvisor/compiler"
+	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
 
@@ -23,7 +24,7 @@ func benchPipelines(ctx context.Context, out io.Writer, dir, pluginPkg string, s
 	if err != nil {
 		return err
 	}
-	sup, err := supervisor.New(supervisor.Options{StateDir: filepath.Join(dir, "pst")})
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: filepath.Join(dir, "pst")}})
 	if err != nil {
 		return err
 	}

@@ -72,8 +72,9 @@ func Start(t testing.TB, p sdk.Plugin, opts ...Options) *Harness {
 		t.Fatalf("sdktest: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	sup, err := supervisor.New(supervisor.Options{StateDir: dir, BackoffMin: 10 * time.Millisecond,
-		HeartbeatInterval: time.Second})
+	var so supervisor.Options
+	so.StateDir, so.BackoffMin.Duration, so.HeartbeatInterval.Duration = dir, 10*time.Millisecond, time.Second
+	sup, err := supervisor.New(so)
 	if err != nil {
 		t.Fatalf("sdktest: %v", err)
 	}
