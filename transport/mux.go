@@ -36,7 +36,9 @@ type MuxConfig struct {
 	// (checked during the TLS handshake, for control connections).
 	Known func(name string) bool
 	// Instance receives each authenticated control connection; the
-	// receiver owns it (must Listen on it or Refuse it).
+	// receiver owns it (must Listen on it or Refuse it). It runs on the
+	// connection's own goroutine and may block, but Close waits for it;
+	// the instance waits at most 10 s for Listen.
 	Instance func(in *Incoming)
 	Log      func(msg string) // refusals and errors, one line each
 
