@@ -253,20 +253,30 @@ func TestMuxRefusals(t *testing.T) {
 		}
 		h.wantLog(t, c.LocalAddr().String(), "not a TLS client")
 	})
-	t.Run("no ALPN", func(t *testing.T) {
-		cert, key := pki.ClientFor("geo2", "geo")
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{
-			Certificates: []tls.Certificate{pair}, RootCAs: pki.CA, ServerName: "localhost"})
-		if err == nil {
-			c.Close()
-			t.Fatal("handshake succeeded")
-		}
-		h.wantLog(t, "refused", "offers no ALPN protocol")
-	})
+	cert, key := pki.ClientFor("geo2", "geo")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		protos []string
+		why    string
+	}{
+		"no ALPN":    {nil, "offers no ALPN protocol"},
+		"other ALPN": {[]string{"h2", "plugvisor.1/x\nforged log line"}, `offers ALPN ["h2" "plugvisor.1/x\nforged log line"]`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{
+				Certificates: []tls.Certificate{pair}, RootCAs: pki.CA, ServerName: "localhost", NextProtos: tc.protos})
+			if err == nil {
+				c.Close()
+				t.Fatal("handshake succeeded")
+			}
+			if l := h.wantLog(t, "refused", tc.why); strings.Contains(l, "\n") {
+				t.Fatalf("log line split by the client: %q", l)
+			}
+		})
+	}
 	select {
 	case <-plugCtl.Lost():
 		t.Fatal("the serving instance's control channel was lost")
