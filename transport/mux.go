@@ -464,7 +464,7 @@ func (m *Mux) drop(id string) {
 
 // track registers an accepted connection, or closes it if the mux is closing.
 func (m *Mux) track(raw net.Conn) *muxConn {
-	c := &muxConn{Conn: raw, m: m}
+	c := &muxConn{Conn: raw, m: m, closed: make(chan struct{})}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -479,9 +479,10 @@ func (m *Mux) track(raw net.Conn) *muxConn {
 // channel) when closed.
 type muxConn struct {
 	net.Conn
-	m    *Mux
-	ch   *muxChannel // channel it was routed to; guarded by m.mu
-	once sync.Once
+	m      *Mux
+	ch     *muxChannel // channel it was routed to; guarded by m.mu
+	once   sync.Once
+	closed chan struct{}
 }
 
 // pipeConn is the TLS connection a mangos pipe runs on. A failed write
@@ -499,6 +500,7 @@ func (c *pipeConn) Write(b []byte) (int, error) {
 
 func (c *muxConn) Close() error {
 	c.once.Do(func() {
+		close(c.closed)
 		c.m.mu.Lock()
 		delete(c.m.conns, c)
 		if c.ch != nil && c.ch.busy == c {
@@ -531,8 +533,9 @@ func (in *Incoming) take() bool {
 }
 
 // Listen turns the accepted control connection into the generation's
-// control Conn (the SP handshake happens here, bounded by the
-// handshake timeout).
+// control Conn: it returns once the SP handshake is done and the instance
+// attached, or with an error if the instance went away first (bounded by
+// the handshake timeout).
 func (in *Incoming) Listen(o Options) (*Conn, error) {
 	if !in.take() {
 		return nil, fmt.Errorf("control connection of %s from %s was already taken or refused", in.Name, in.Remote)
@@ -547,7 +550,19 @@ func (in *Incoming) Listen(o Options) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	// The handshake deadline closes the connection if the instance is
+	// silent; the timer is a backstop.
+	t := time.NewTimer(2 * in.m.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case <-c.Attached():
+		return c, nil
+	case <-in.c.closed:
+	case <-t.C:
+	}
+	in.c.Close()
+	c.Close()
+	return nil, fmt.Errorf("external instance %s from %s went away before its control channel was up", in.Name, in.Remote)
 }
 
 // Refuse closes the connection, logging why.

@@ -393,13 +393,93 @@ func TestMuxSpeaksMangosTLS(t *testing.T) {
 	}
 }
 
-// Closing the Mux drops every connection: the plugin side sees it lost.
+// tlsClient completes a TLS handshake as plugin geo offering protos, and
+// then does nothing.
+func tlsClient(t *testing.T, h *muxHost, protos ...string) *tls.Conn {
+	t.Helper()
+	cert, key := h.pki.ClientFor("", "geo")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{Certificates: []tls.Certificate{pair},
+		RootCAs: h.pki.CA, ServerName: "localhost", NextProtos: protos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (h *muxHost) incoming(t *testing.T) *transport.Incoming {
+	t.Helper()
+	select {
+	case in := <-h.in:
+		return in
+	case <-time.After(10 * time.Second):
+		t.Fatal("no incoming control connection")
+		return nil
+	}
+}
+
+// An instance that goes away before the host listens on its control
+// connection makes Listen fail at once, not hang.
+func TestMuxIncomingGoneBeforeListen(t *testing.T) {
+	pki := testpki.New(t)
+	h := newMuxHostWith(t, pki, transport.MuxConfig{HandshakeTimeout: time.Minute}, "geo")
+	c := tlsClient(t, h, transport.ALPNControl)
+	in := h.incoming(t)
+	c.Close()
+	done := make(chan error, 1)
+	go func() {
+		ctl, err := in.Listen(transport.Options{})
+		if ctl != nil {
+			ctl.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "went away") {
+			t.Fatalf("Listen = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Listen hangs on a vanished instance")
+	}
+	if _, err := in.Listen(transport.Options{}); err == nil {
+		t.Fatal("second Listen on one Incoming succeeded")
+	}
+}
+
+// Closing the Mux drops every connection — attached instances, a held
+// Incoming, a handshake in progress — promptly: the plugin side sees
+// them lost, and no goroutine is left (goleak in TestMain).
 func TestMuxCloseDropsInstances(t *testing.T) {
 	pki := testpki.New(t)
-	h := newMuxHost(t, pki, "geo")
+	h := newMuxHostWith(t, pki, transport.MuxConfig{HandshakeTimeout: time.Minute}, "geo")
 	_, plugCtl, _, plugData := h.attach(t, h.remote(t, pki, "geo"), "geo")
-	if err := h.Close(); err != nil {
+	held := tlsClient(t, h, transport.ALPNControl)
+	h.incoming(t) // held, never listened on
+	silent, err := net.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer silent.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- h.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Mux.Close hangs")
+	}
+	for _, c := range []net.Conn{held, silent} {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+			t.Fatalf("connection from %s still open after Mux.Close: %v", c.LocalAddr(), err)
+		}
 	}
 	for _, c := range []*transport.Conn{plugCtl, plugData} {
 		select {
@@ -522,11 +602,6 @@ func TestMuxCapsHandshakes(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("second handshake not served after the slot freed")
 	}
-	select {
-	case in := <-h.in:
-		in.Refuse("test over")
-	case <-time.After(10 * time.Second):
-		t.Fatal("no incoming control connection")
-	}
+	h.incoming(t).Refuse("test over")
 	h.wantLog(t, "refused: test over")
 }
