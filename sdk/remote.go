@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/plugvisor/plugvisor/internal/backoff"
@@ -67,6 +69,19 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 	if logw == nil {
 		logw = os.Stderr
 	}
+	leave := make(chan struct{})
+	if env.term != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-env.term:
+				fmt.Fprintf(logw, "plugin %s: SIGTERM: serving on until plugvisor retires this instance or the connection ends\n", p.Name)
+				close(leave)
+			case <-stop:
+			}
+		}()
+	}
 	b := backoff.Backoff{Min: reconnectMin, Max: reconnectMax}
 	for {
 		s, err := newServer(p, env)
@@ -77,6 +92,12 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 		if err == nil || ctx.Err() != nil || !errors.As(err, new(hostLost)) {
 			return err
 		}
+		select {
+		case <-leave:
+			fmt.Fprintf(logw, "plugin %s: %v; exiting (SIGTERM)\n", p.Name, err)
+			return nil
+		default:
+		}
 		if s.welcomed {
 			b.Reset() // it served: the next failure starts from the shortest wait
 		}
@@ -85,11 +106,27 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
+		case <-leave:
+			t.Stop()
+			return nil
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		}
 	}
+}
+
+// notifyTerm catches SIGTERM for an external instance. An orchestrator
+// sends it to the old instance of a rolling update as soon as the new one
+// runs, while plugvisor may still be handing the old one's work and state
+// over: dying then would lose what it holds since the last checkpoint. So
+// the instance serves on until plugvisor retires it (shutdown, exit 0) or
+// its connection ends; the orchestrator's grace period (SIGKILL) bounds
+// the wait.
+func notifyTerm() <-chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM)
+	return ch
 }
 
 // jitter spreads d by ±20%, so instances that lost the daemon together do

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,8 +151,8 @@ func (i *hostInstance) send(c *transport.Conn, f transport.Frame) {
 }
 
 // welcome accepts the instance and checks a call round trip on a function
-// channel opened through the Mux.
-func (i *hostInstance) welcome(h *remoteHost) {
+// channel opened through the Mux; call checks more.
+func (i *hostInstance) welcome(h *remoteHost) (call func(id uint64)) {
 	t := i.t
 	t.Helper()
 	i.send(i.ctl, transport.Frame{Type: transport.Welcome, Payload: transport.JSON(transport.WelcomeMsg{Plugin: "geo", Generation: 1})})
@@ -166,10 +167,15 @@ func (i *hostInstance) welcome(h *remoteHost) {
 		t.Fatalf("open answered %+v", f)
 	}
 	results := reader(data)
-	i.send(data, transport.Frame{Type: transport.Call, ID: 1, Payload: transport.CallPayload(nil, "double", []byte("21"))})
-	if f := nextFrame(t, results, transport.Result); f.ID != 1 || string(f.Payload) != "42" {
-		t.Fatalf("double(21) = %+v", f)
+	call = func(id uint64) {
+		t.Helper()
+		i.send(data, transport.Frame{Type: transport.Call, ID: id, Payload: transport.CallPayload(nil, "double", []byte("21"))})
+		if f := nextFrame(t, results, transport.Result); f.ID != id || string(f.Payload) != "42" {
+			t.Fatalf("double(21) = %+v", f)
+		}
 	}
+	call(1)
+	return call
 }
 
 var geoPlugin = Plugin{Name: "geoplug", Version: "1.0.0", Functions: map[string]any{
@@ -194,14 +200,18 @@ func (l *lines) Write(b []byte) (int, error) {
 	return l.buf.Write(b)
 }
 
+func (l *lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // wait returns the output once it holds n lines containing every part.
 func (l *lines) wait(t *testing.T, n int, parts ...string) string {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for {
-		l.mu.Lock()
-		s := l.buf.String()
-		l.mu.Unlock()
+		s := l.String()
 		count := 0
 		for _, line := range strings.Split(s, "\n") {
 			ok := line != ""
@@ -298,7 +308,7 @@ func TestExternalInstanceRefusedStops(t *testing.T) {
 		t.Fatalf("a refused instance connected again from %s", in.Remote)
 	default:
 	}
-	if s := log.buf.String(); s != "" {
+	if s := log.String(); s != "" {
 		t.Fatalf("refusal logged as a reconnect: %s", s)
 	}
 }
@@ -317,14 +327,14 @@ func TestServeExternalExitCodes(t *testing.T) {
 			base = append(base, kv)
 		}
 	}
-	start := func(env map[string]string) (*exec.Cmd, *bytes.Buffer, chan error) {
+	start := func(env map[string]string) (*exec.Cmd, *lines, chan error) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestServeExternalExitCodes$")
 		cmd.Env = append([]string(nil), base...)
 		for k, v := range env {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		out := newLines()
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -335,9 +345,9 @@ func TestServeExternalExitCodes(t *testing.T) {
 			<-exited
 			exited <- nil
 		})
-		return cmd, &out, exited
+		return cmd, out, exited
 	}
-	code := func(exited chan error, out *bytes.Buffer) int {
+	code := func(exited chan error, out *lines) int {
 		t.Helper()
 		select {
 		case err := <-exited:
@@ -356,13 +366,35 @@ func TestServeExternalExitCodes(t *testing.T) {
 		}
 	}
 
-	_, out, exited := start(h.env(t, "geo"))
+	// SIGTERM (an orchestrator rolling the instance) does not end it while
+	// it serves: it waits for plugvisor to retire it.
+	cmd, out, exited := start(h.env(t, "geo"))
 	i := h.accept(t)
-	i.welcome(h)
+	call := i.welcome(h)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	out.wait(t, 1, "SIGTERM: serving on until plugvisor retires this instance")
+	call(2)
 	i.send(i.ctl, transport.Frame{Type: transport.Shutdown})
 	if c := code(exited, out); c != 0 {
 		t.Fatalf("shutdown: exit %d\n%s", c, out)
 	}
+
+	// SIGTERM while it has no daemon to serve ends it.
+	gone := h.mux.Addr()
+	h.mux.Close()
+	env := h.env(t, "geo")
+	env[transport.EnvConnect] = gone
+	cmd, out, exited = start(env)
+	out.wait(t, 1, "connection refused", "reconnecting")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if c := code(exited, out); c != 0 {
+		t.Fatalf("SIGTERM while disconnected: exit %d\n%s", c, out)
+	}
+	h.listen(t, gone)
 
 	_, out, exited = start(h.env(t, "geo"))
 	i = h.accept(t)
@@ -371,7 +403,7 @@ func TestServeExternalExitCodes(t *testing.T) {
 		t.Fatalf("refuse: exit %d\n%s", c, out)
 	}
 
-	env := h.env(t, "geo")
+	env = h.env(t, "geo")
 	delete(env, transport.EnvTLSKey)
 	_, out, exited = start(env)
 	if c := code(exited, out); c != 1 || !strings.Contains(out.String(), transport.EnvTLSKey+" is not") {

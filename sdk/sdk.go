@@ -170,6 +170,9 @@ func Serve(p Plugin) {
 	}
 	env.ExitOnPanic = true
 	env.WatchParent = env.Remote == nil // an external instance has no parent to watch
+	if env.Remote != nil {
+		env.term = notifyTerm()
+	}
 	err := ServeEnv(context.Background(), p, env)
 	if err != nil {
 		msg := err.Error()
@@ -202,7 +205,8 @@ type Env struct {
 	// daemon's TLS listener instead of Control (Token is empty) and
 	// reconnects with backoff when the daemon goes away.
 	Remote *transport.Remote
-	log    io.Writer // reconnect lines of an external instance; default stderr
+	log    io.Writer        // reconnect lines of an external instance; default stderr
+	term   <-chan os.Signal // SIGTERM of an external instance (Serve only)
 }
 
 // EnvFromOS reads the plugvisor environment; ok is false when the process
