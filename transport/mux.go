@@ -98,7 +98,7 @@ func ListenMux(c MuxConfig) (*Mux, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", hostport)
+	ln, err := net.Listen("tcp", strings.TrimPrefix(hostport, "*")) // tls+tcp://*:PORT as in mangos
 	if err != nil {
 		return nil, fmt.Errorf("[supervisor] listen = %q: %w (is the port in use? pick another or stop what holds it)", c.Addr, err)
 	}
@@ -285,7 +285,10 @@ func (m *Mux) refusal(r route, err error) string {
 		if len(ve.UnverifiedCertificates) > 0 {
 			cn = ve.UnverifiedCertificates[0].Subject.CommonName
 		}
-		return fmt.Sprintf("client certificate CN=%q is not signed by tls_client_ca: %v", cn, ve.Err)
+		if errors.As(ve.Err, new(x509.UnknownAuthorityError)) {
+			return fmt.Sprintf("client certificate CN=%q is not signed by tls_client_ca: %v", cn, ve.Err)
+		}
+		return fmt.Sprintf("client certificate CN=%q is not valid for a client: %v", cn, ve.Err)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Sprintf("no TLS handshake within %s", m.cfg.HandshakeTimeout)
 	case errors.Is(err, io.EOF):

@@ -260,14 +260,22 @@ func TestMuxRefusals(t *testing.T) {
 	}
 	for name, tc := range map[string]struct {
 		protos []string
+		certs  []tls.Certificate
 		why    string
 	}{
-		"no ALPN":    {nil, "offers no ALPN protocol"},
-		"other ALPN": {[]string{"h2", "plugvisor.1/x\nforged log line"}, `offers ALPN ["h2" "plugvisor.1/x\nforged log line"]`},
+		"no ALPN":            {nil, []tls.Certificate{pair}, "offers no ALPN protocol"},
+		"other ALPN":         {[]string{"h2", "plugvisor.1/x\nforged log line"}, []tls.Certificate{pair}, `offers ALPN ["h2" "plugvisor.1/x\nforged log line"]`},
+		"no certificate":     {[]string{transport.ALPNControl}, nil, "didn't provide a certificate"},
+		"server certificate": {[]string{transport.ALPNControl}, []tls.Certificate{serverPair(t, pki)}, `CN="plugvisor" is not valid for a client: x509: certificate specifies an incompatible key usage`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{
-				Certificates: []tls.Certificate{pair}, RootCAs: pki.CA, ServerName: "localhost", NextProtos: tc.protos})
+				Certificates: tc.certs, RootCAs: pki.CA, ServerName: "localhost", NextProtos: tc.protos})
+			if err == nil {
+				// TLS 1.3: the client learns of the refusal on its first read.
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err = c.Read(make([]byte, 1))
+			}
 			if err == nil {
 				c.Close()
 				t.Fatal("handshake succeeded")
@@ -604,4 +612,14 @@ func TestMuxCapsHandshakes(t *testing.T) {
 	}
 	h.incoming(t).Refuse("test over")
 	h.wantLog(t, "refused: test over")
+}
+
+// serverPair is the daemon's own certificate, used as a client one.
+func serverPair(t *testing.T, pki *testpki.PKI) tls.Certificate {
+	t.Helper()
+	p, err := tls.LoadX509KeyPair(pki.File("server.pem"), pki.File("server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
