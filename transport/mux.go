@@ -57,7 +57,9 @@ type MuxConfig struct {
 type Mux struct {
 	cfg  MuxConfig
 	ln   net.Listener
-	base *tls.Config
+	// tls holds the server configuration, reloaded when the PEM files
+	// change (certificates rotated by cert-manager or by hand).
+	tls tlsFiles
 	addr string
 	sem  chan struct{}
 	done chan struct{}
@@ -102,7 +104,7 @@ func ListenMux(c MuxConfig) (*Mux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("[supervisor] listen = %q: %w (is the port in use? pick another or stop what holds it)", c.Addr, err)
 	}
-	m := &Mux{cfg: c, ln: ln, base: base, addr: "tls+tcp://" + ln.Addr().String(),
+	m := &Mux{cfg: c, ln: ln, tls: tlsFiles{conf: base, stamp: fileStamp(c.Cert, c.Key, c.ClientCA)}, addr: "tls+tcp://" + ln.Addr().String(),
 		sem: make(chan struct{}, c.MaxHandshakes), done: make(chan struct{}),
 		conns: map[*muxConn]struct{}{}, chans: map[string]*muxChannel{}}
 	m.wg.Add(1)
@@ -307,7 +309,7 @@ func (m *Mux) configFor(h *tls.ClientHelloInfo, r *route) (*tls.Config, error) {
 		r.why = err.Error()
 		return nil, err
 	}
-	c := m.base.Clone()
+	c := m.tlsConfig().Clone()
 	c.NextProtos = []string{proto}
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
 		if err := m.identify(cs, r); err != nil {

@@ -623,3 +623,61 @@ func serverPair(t *testing.T, pki *testpki.PKI) tls.Certificate {
 	}
 	return p
 }
+
+// Rotated certificate files are picked up by the next connection without
+// a restart; files that do not load keep the previous ones.
+func TestMuxReloadsCertificates(t *testing.T) {
+	pki := testpki.New(t)
+	h := newMuxHost(t, pki, "geo")
+	next := testpki.New(t) // the CA the client certificates move to
+	r := h.remote(t, next, "geo")
+	ch, err := h.Listen("geo", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if c, err := waitDial(t, dialAsync(r, ch.Addr())); err == nil {
+		c.Close()
+		t.Fatal("certificate of a CA not yet trusted accepted")
+	}
+	h.wantLog(t, "is not signed by tls_client_ca")
+
+	// During the rotation tls_client_ca holds both CAs.
+	bundle := readFile(t, pki.File("ca.pem")) + readFile(t, next.File("ca.pem"))
+	writeFile(t, pki.File("ca.pem"), bundle)
+	plug, err := waitDial(t, dialAsync(r, ch.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wantLog(t, "reloaded the TLS certificates")
+	exchange(t, ch, plug, 1)
+
+	writeFile(t, pki.File("server.key"), "half a key")
+	ch2, err := h.Listen("geo", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch2.Close()
+	plug2, err := waitDial(t, dialAsync(r, ch2.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wantLog(t, "keeping the previous TLS certificates", "tls_key")
+	exchange(t, ch2, plug2, 2)
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func writeFile(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
