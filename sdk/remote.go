@@ -45,6 +45,7 @@ func remoteFromOS() (env Env, ok bool, err error) {
 		return env, false, err
 	}
 	env.Remote = r
+	env.reload = func() (*transport.Remote, error) { return transport.RemoteFromEnv(os.Getenv) }
 	env.MaxFrame, _ = strconv.Atoi(os.Getenv(transport.EnvMaxFrame))
 	return env, true, nil
 }
@@ -83,7 +84,19 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 		}()
 	}
 	b := backoff.Backoff{Min: reconnectMin, Max: reconnectMax}
-	for {
+	var reloadErr string
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && env.reload != nil {
+			// Certificates may have been rotated since the last attempt.
+			r, err := env.reload()
+			switch {
+			case err != nil && err.Error() != reloadErr:
+				reloadErr = err.Error()
+				fmt.Fprintf(logw, "plugin %s: keeping the previous TLS files: %v\n", p.Name, err)
+			case err == nil && r != nil:
+				env.Remote, reloadErr = r, ""
+			}
+		}
 		s, err := newServer(p, env)
 		if err != nil {
 			return err

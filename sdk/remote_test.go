@@ -240,7 +240,10 @@ func serveAsync(t *testing.T, ctx context.Context, env map[string]string, log *l
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- ServeEnv(ctx, geoPlugin, Env{Remote: r, log: log}) }()
+	reload := func() (*transport.Remote, error) {
+		return transport.RemoteFromEnv(func(k string) string { return env[k] })
+	}
+	go func() { done <- ServeEnv(ctx, geoPlugin, Env{Remote: r, log: log, reload: reload}) }()
 	return done
 }
 
@@ -413,5 +416,32 @@ func TestServeExternalExitCodes(t *testing.T) {
 	_, out, exited = start(nil)
 	if c := code(exited, out); c != 2 || !strings.Contains(out.String(), transport.EnvConnect+"=tls+tcp://HOST:PORT") {
 		t.Fatalf("no environment: exit %d\n%s", c, out)
+	}
+}
+
+// A client certificate rotated on disk is used at the next reconnect: an
+// instance refused for its old certificate gets in with the new one, and
+// a broken file keeps the previous one.
+func TestExternalInstanceReloadsCertificate(t *testing.T) {
+	h := newRemoteHost(t)
+	cert, key := h.pki.ClientFor("instance", "nobody") // names no configured plugin
+	env := h.env(t, "geo")
+	env[transport.EnvTLSCert], env[transport.EnvTLSKey] = cert, key
+	log := newLines()
+	done := serveAsync(t, context.Background(), env, log)
+	log.wait(t, 1, "refused by the server during the TLS handshake", "reconnecting")
+	if err := os.WriteFile(key, []byte("half a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log.wait(t, 1, "keeping the previous TLS files", transport.EnvTLSKey)
+	h.pki.ClientFor("instance", "geo") // rotated: now names plugin geo
+	i := h.accept(t)
+	i.welcome(h)
+	i.send(i.ctl, transport.Frame{Type: transport.Shutdown})
+	if err := waitServe(t, done); err != nil {
+		t.Fatalf("shutdown: ServeEnv = %v, want nil", err)
+	}
+	if n := strings.Count(log.String(), "keeping the previous TLS files"); n != 1 {
+		t.Fatalf("the same reload error logged %d times:\n%s", n, log)
 	}
 }

@@ -207,6 +207,9 @@ type Env struct {
 	Remote *transport.Remote
 	log    io.Writer        // reconnect lines of an external instance; default stderr
 	term   <-chan os.Signal // SIGTERM of an external instance (Serve only)
+	// reload re-reads an external instance's TLS files before each
+	// reconnect, so rotated certificates are used without a restart.
+	reload func() (*transport.Remote, error)
 }
 
 // EnvFromOS reads the plugvisor environment; ok is false when the process
