@@ -55,11 +55,11 @@ type MuxConfig struct {
 // external instance: each connection is routed by the ALPN protocol it
 // negotiated, and admitted only for the plugin its client certificate names.
 type Mux struct {
-	cfg  MuxConfig
-	ln   net.Listener
+	cfg MuxConfig
+	ln  net.Listener
 	// tls holds the server configuration, reloaded when the PEM files
 	// change (certificates rotated by cert-manager or by hand).
-	tls tlsFiles
+	tls  tlsFiles
 	addr string
 	sem  chan struct{}
 	done chan struct{}
@@ -251,7 +251,8 @@ func (m *Mux) handshake(c *muxConn) {
 	}})
 	remote := c.RemoteAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.HandshakeTimeout)
-	// The deadline also bounds the SP header exchange that follows.
+	// Also bounds the TLS layer's reads and writes; deliver sets a fresh
+	// one for the SP header exchange.
 	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	err := tc.HandshakeContext(ctx)
 	cancel()
