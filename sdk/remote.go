@@ -129,6 +129,29 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 	}
 }
 
+// lastWordsGrace bounds the wait for frames the daemon sent just before
+// the connection dropped.
+const lastWordsGrace = 2 * time.Second
+
+// lastWords lets an external instance whose connection just dropped read
+// what the daemon sent before it: a shutdown followed at once by the
+// drop is a shutdown, not a lost daemon to reconnect to. Those frames are
+// already queued when the loss is noticed, so the wait is short unless
+// there are none.
+func (s *server) lastWords() (ok bool, err error) {
+	if s.env.Remote == nil {
+		return false, nil
+	}
+	t := time.NewTimer(lastWordsGrace)
+	defer t.Stop()
+	select {
+	case err := <-s.fatal:
+		return true, err
+	case <-t.C:
+		return false, nil
+	}
+}
+
 // notifyTerm catches SIGTERM for an external instance. An orchestrator
 // sends it to the old instance of a rolling update as soon as the new one
 // runs, while plugvisor may still be handing the old one's work and state

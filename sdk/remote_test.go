@@ -3,7 +3,12 @@ package sdk
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -444,4 +449,83 @@ func TestExternalInstanceReloadsCertificate(t *testing.T) {
 	if n := strings.Count(log.String(), "keeping the previous TLS files"); n != 1 {
 		t.Fatalf("the same reload error logged %d times:\n%s", n, log)
 	}
+}
+
+// A host written from docs/protocol.md §5 alone — TLS with ALPN, SP
+// header, length-prefixed frames — that welcomes the instance, tells it
+// to shut down and drops the connection at once: the instance exits
+// (nil) instead of taking the drop for a lost daemon and reconnecting.
+func TestExternalInstanceShutdownThenDrop(t *testing.T) {
+	pki := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(pki.File("server.pem"), pki.File("server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pki.CA,
+		ClientAuth: tls.RequireAndVerifyClientCert, NextProtos: []string{transport.ALPNControl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hostErr := make(chan error, 1)
+	go func() { hostErr <- shutdownThenDrop(ln) }()
+	ccert, ckey := pki.ClientFor("", "geo")
+	env := map[string]string{transport.EnvConnect: "tls+tcp://" + ln.Addr().String(), transport.EnvTLSCert: ccert,
+		transport.EnvTLSKey: ckey, transport.EnvTLSCA: pki.File("ca.pem")}
+	log := newLines()
+	if err := waitServe(t, serveAsync(t, context.Background(), env, log)); err != nil {
+		t.Fatalf("ServeEnv = %v, want nil\n%s", err, log)
+	}
+	if err := <-hostErr; err != nil {
+		t.Fatal(err)
+	}
+	if s := log.String(); s != "" {
+		t.Fatalf("shutdown taken for a lost daemon:\n%s", s)
+	}
+}
+
+func shutdownThenDrop(ln net.Listener) error {
+	c, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	tc := c.(*tls.Conn)
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != transport.ALPNControl {
+		return fmt.Errorf("ALPN %q", p)
+	}
+	header := []byte{0, 'S', 'P', 0, 0, 0x10, 0, 0}
+	if _, err := c.Write(header); err != nil {
+		return err
+	}
+	peer := make([]byte, 8)
+	if _, err := io.ReadFull(c, peer); err != nil || !bytes.Equal(peer, header) {
+		return fmt.Errorf("SP header %x: %v", peer, err)
+	}
+	var n [8]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return err
+	}
+	body := make([]byte, binary.BigEndian.Uint64(n[:]))
+	if _, err := io.ReadFull(c, body); err != nil {
+		return err
+	}
+	if f, err := transport.ParseFrame(body); err != nil || f.Type != transport.Hello {
+		return fmt.Errorf("first frame %v: %v", f.Type, err)
+	}
+	var out []byte
+	for _, f := range []transport.Frame{
+		{Type: transport.Welcome, Payload: transport.JSON(transport.WelcomeMsg{Plugin: "geo", Generation: 1})},
+		{Type: transport.Shutdown},
+	} {
+		b := transport.AppendFrame(nil, f)
+		out = binary.BigEndian.AppendUint64(out, uint64(len(b)))
+		out = append(out, b...)
+	}
+	_, err = c.Write(out)
+	return err
 }

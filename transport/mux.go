@@ -33,7 +33,8 @@ type MuxConfig struct {
 	Addr                string // "tls+tcp://host:port" (port 0 allowed: Addr() tells the bound one)
 	Cert, Key, ClientCA string // PEM file paths
 	// Known reports whether name is a configured external plugin
-	// (checked during the TLS handshake, for control connections).
+	// (checked during the TLS handshake, for control connections; called
+	// concurrently).
 	Known func(name string) bool
 	// Instance receives each authenticated control connection; the
 	// receiver owns it (must Listen on it or Refuse it). It runs on the
