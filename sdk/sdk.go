@@ -149,7 +149,10 @@ func LoggerOf(ctx context.Context) *zerolog.Logger {
 }
 
 // Serve runs the plugin until plugvisor shuts it down, then exits. It
-// never returns. Started by hand (no plugvisor environment), it says so and
+// never returns. With PLUGVISOR_CONNECT (and the PLUGVISOR_TLS_* files) it
+// is an external instance: it connects out to the daemon's TLS listener
+// and reconnects when the daemon goes away (docs/protocol.md, External
+// instances). Started by hand with neither environment, it says so and
 // exits with status 2.
 func Serve(p Plugin) {
 	env, ok := EnvFromOS()
