@@ -22,6 +22,7 @@ package sdk
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -148,18 +149,33 @@ func LoggerOf(ctx context.Context) *zerolog.Logger {
 }
 
 // Serve runs the plugin until plugvisor shuts it down, then exits. It
-// never returns. Started by hand (no plugvisor environment), it says so and
+// never returns. With PLUGVISOR_CONNECT (and the PLUGVISOR_TLS_* files) it
+// is an external instance: it connects out to the daemon's TLS listener
+// and reconnects when the daemon goes away (docs/protocol.md, External
+// instances). Started by hand with neither environment, it says so and
 // exits with status 2.
 func Serve(p Plugin) {
 	env, ok := EnvFromOS()
 	if !ok {
+		var err error
+		if env, ok, err = remoteFromOS(); err != nil {
+			fmt.Fprintf(os.Stderr, "plugin %s: %v\n", p.Name, err)
+			os.Exit(1)
+		}
+	}
+	if !ok {
 		fmt.Fprintf(os.Stderr, "%s %s is a plugvisor plugin: it must be started by plugvisor.\n"+
-			"Add it to config.toml as a driver, e.g.\n\n  [plugins.%s]\n  driver = %q\n\nthen run `plugvisor dev` (or `make run`).\n",
-			p.Name, p.Version, p.Name, os.Args[0])
+			"Add it to config.toml as a driver, e.g.\n\n  [plugins.%s]\n  driver = %q\n\nthen run `plugvisor dev` (or `make run`).\n"+
+			"To run it elsewhere as an external instance, set %s=tls+tcp://HOST:PORT (the daemon's listen address)\n"+
+			"and %s, %s, %s (see docs/protocol.md, External instances).\n",
+			p.Name, p.Version, p.Name, os.Args[0], transport.EnvConnect, transport.EnvTLSCert, transport.EnvTLSKey, transport.EnvTLSCA)
 		os.Exit(2)
 	}
 	env.ExitOnPanic = true
-	env.WatchParent = true
+	env.WatchParent = env.Remote == nil // an external instance has no parent to watch
+	if env.Remote != nil {
+		env.term = notifyTerm()
+	}
 	err := ServeEnv(context.Background(), p, env)
 	if err != nil {
 		msg := err.Error()
@@ -187,6 +203,16 @@ type Env struct {
 	// WatchParent exits when the parent process changes (the host died and
 	// its parent-death signal was lost).
 	WatchParent bool
+
+	// Remote, when set, makes this an external instance: it dials the
+	// daemon's TLS listener instead of Control (Token is empty) and
+	// reconnects with backoff when the daemon goes away.
+	Remote *transport.Remote
+	log    io.Writer        // reconnect lines of an external instance; default stderr
+	term   <-chan os.Signal // SIGTERM of an external instance (Serve only)
+	// reload re-reads an external instance's TLS files before each
+	// reconnect, so rotated certificates are used without a restart.
+	reload func() (*transport.Remote, error)
 }
 
 // EnvFromOS reads the plugvisor environment; ok is false when the process
