@@ -341,6 +341,16 @@ class RemoteTest(unittest.TestCase):
             base = remote.BACKOFF_MIN * 2 ** i
             self.assertTrue(base * 0.8 - 0.01 <= w <= base * 1.2 + 0.01, (i, waits))
 
+    def test_sigterm_exits_even_while_connected(self):
+        d = Daemon(self, self.pki)
+        p = Plugin(self, connect_env(self.pki, d.address))
+        d.session(self, p, 1)
+        p.p.terminate()
+        # 143 from the SDK's handler: the default disposition would give
+        # -15 here, and nothing at all as PID 1 of a container.
+        self.assertEqual(p.wait(), 143, p.seen)
+        self.assertIn("plugin geo: terminated (SIGTERM)", p.seen)
+
     def test_refuse_exits_1_with_the_reason(self):
         d = Daemon(self, self.pki)
         p = Plugin(self, connect_env(self.pki, d.address))
