@@ -322,7 +322,7 @@ class RemoteTest(unittest.TestCase):
         # The daemon refuses the plugin's certificate (it trusts another CA).
         with self.assertRaises(ssl.SSLError):
             d.accept(["plugvisor.1"], client_ca="other")
-        p.wait_line("refuses this instance's certificate", remote.CERT, "reconnecting in")
+        p.wait_line("refused by the daemon? Its log says why", remote.CERT, "reconnecting in")
         # And it keeps trying: the next good daemon gets a session.
         ctl = d.session(self, p, 1)
         ctl.send(fr.SHUTDOWN)
