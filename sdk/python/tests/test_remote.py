@@ -306,6 +306,7 @@ class RemoteTest(unittest.TestCase):
         data.drop()
         p.wait_line("plugin geo:", "reconnecting in")
         ctl = d.session(self, p, 2)
+        p.wait_line("welcomed as generation 2")
         ctl.send(fr.PING, 5)
         f = ctl.next()
         self.assertEqual((f.type, f.id), (fr.PONG, 5))
