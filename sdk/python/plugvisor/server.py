@@ -15,7 +15,7 @@ from . import frames as fr
 from .channel import Channel
 from .schema import function_schemas, item_schema
 from .sp import Closed, dial
-from .state import Scope, Store, encode_json
+from .state import ReplicatedScope, Scope, Store, encode_json
 
 HANDSHAKE_TIMEOUT = 10.0
 CALL_WORKERS = 64  # calls running at once; more wait in the pool's queue
@@ -50,6 +50,13 @@ class _Fatal(Exception):
     pass
 
 
+REPLICATED_STATE = "replicated_state"  # the fail code of a state write with replicas > 1
+
+
+def _refused_write(ctx: "Context") -> bool:
+    return isinstance(ctx.state, ReplicatedScope) and ctx.state.refused is not None
+
+
 def describe(exc: BaseException) -> str:
     """'Type: message (file.py:line in func)', the line being where it was raised."""
     text = type(exc).__name__
@@ -63,10 +70,12 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-def _error_payload(msg: str, panic: bool = False) -> bytes:
+def _error_payload(msg: str, panic: bool = False, code: str = "") -> bytes:
     d: Dict[str, Any] = {"error": msg}
     if panic:
         d["panic"] = True
+    if code:
+        d["code"] = code
     return encode_json(d)
 
 
@@ -151,6 +160,7 @@ class Server:
             self.manifest["schemas"] = announced
         self.state = Store()
         self.config: Dict[str, Any] = {}
+        self.replicas = 1  # from the welcome
         self.log = logging.getLogger("plugvisor." + name)
         self.ctl: Optional[Channel] = None
         self._lock = threading.Lock()
@@ -204,6 +214,7 @@ class Server:
             return self._die(str(e))
         self._heard = time.monotonic()
         self.config = welcome.get("config") or {}
+        self.replicas = int(welcome.get("replicas") or 1)  # > 1: function state writes fail
         hb = float(welcome.get("heartbeat_ms") or 0) / 1000.0
         self.log.debug("welcomed as generation %s", welcome.get("generation"))
         threading.Thread(target=self._read_control, name="plugvisor-control", daemon=True).start()
@@ -470,7 +481,10 @@ class Server:
                 return
 
     def _function_ctx(self, fn: _Function) -> Context:
-        return Context(self.state.scope("function/" + fn.name),
+        scope: Any = self.state.scope("function/" + fn.name)
+        if self.replicas > 1:
+            scope = ReplicatedScope(scope, self.name, fn.name, self.replicas)
+        return Context(scope,
                        logging.getLogger("plugvisor.%s.%s" % (self.name, fn.name)), self.config, self._stopping,
                        "function/" + fn.name, fn.name)
 
@@ -499,11 +513,14 @@ class Server:
             return fr.ITEM_PANIC, describe(e).encode()
 
     def _call(self, c: Channel, fn: _Function, cid: int, data: bytes) -> None:
-        status, out = self._apply(self._function_ctx(fn), fn, cid, data)
+        ctx = self._function_ctx(fn)
+        status, out = self._apply(ctx, fn, cid, data)
         if status == fr.ITEM_OK:
             frame = (fr.RESULT, out)
         else:
             frame = (fr.FAIL, _error_payload(out.decode(), panic=status == fr.ITEM_PANIC))
+        if status != fr.ITEM_PANIC and _refused_write(ctx):
+            frame = (fr.FAIL, _error_payload(str(ctx.state.refused), code=REPLICATED_STATE))
         try:
             try:
                 c.send(frame[0], cid, frame[1])
@@ -538,6 +555,13 @@ class Server:
                 if status == fr.ITEM_PANIC:
                     panicked = out
                 items.append((status, out))
+        if fn is not None and panicked is None and _refused_write(ctx):
+            # The batch is one call of fn: it fails whole, with the code.
+            try:
+                c.send(fr.FAIL, bid, _error_payload(str(ctx.state.refused), code=REPLICATED_STATE))
+            except Closed:
+                pass
+            return
         try:
             try:
                 c.send(fr.RESULT_BATCH, bid, fr.result_batch_payload(items))
