@@ -35,6 +35,9 @@ type Spec struct {
 	// EnvInherit names host variables passed on beyond the minimal set
 	// (baseEnv); nil takes Options.EnvInherit.
 	EnvInherit []string
+	// Replicas is how many generations serve the plugin's functions at
+	// once (0 = 1; see replicas.go).
+	Replicas int
 }
 
 // generation is one process of a plugin.
@@ -328,6 +331,9 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 	g.man = hello.Manifest
 	welcome := transport.WelcomeMsg{Plugin: g.p.name, Generation: g.num, Config: g.spec.Config,
 		HeartbeatMS: g.p.sup.opts.HeartbeatInterval.Milliseconds()}
+	if n := replicasOf(g.spec); n > 1 {
+		welcome.Replicas = n
+	}
 	return true, g.ctl.Send(context.Background(), transport.Frame{Type: transport.Welcome, Payload: transport.JSON(welcome)})
 }
 
