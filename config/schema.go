@@ -26,7 +26,7 @@ var (
 		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
 		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit",
 		"config_check", "shutdown_timeout", "api_token_file"}
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required", "replicas"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink", "on_error", "dead_letter", "retries"}
 
@@ -520,6 +520,8 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 			if names, ok := p.envNames(kp, v); ok {
 				pl.EnvInherit = names
 			}
+		case "replicas":
+			p.replicas(kp, v, pl)
 		case "required":
 			if b, ok := v.(bool); ok {
 				pl.Optional = !b
