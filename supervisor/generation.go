@@ -425,9 +425,7 @@ func (g *generation) call(ctx context.Context, fn string, input []byte) ([]byte,
 	select {
 	case f := <-ch:
 		if f.Type == transport.Fail {
-			var m transport.ErrorMsg
-			_ = transport.Decode(f, &m)
-			return nil, &CallError{Plugin: g.p.name, Function: fn, Msg: m.Error, Panic: m.Panic}
+			return nil, g.callError(fn, f)
 		}
 		return f.Payload, nil
 	case <-g.dead:

@@ -83,6 +83,8 @@ func (p *Plugin) Name() string { return p.name }
 // flight, waiting while there is none or a swap has paused the handles. It
 // also marks fn as in use, which a swap checks the new generation offers.
 func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
+	var waited time.Time // set once the call has to wait: its pause
+	defer p.reps.notePause(&waited)
 	p.mu.Lock()
 	for {
 		w := p.wake.Wait() // before the check: a change in between still wakes us
@@ -100,6 +102,9 @@ func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 			return g, nil
 		}
 		p.mu.Unlock()
+		if waited.IsZero() {
+			waited = time.Now()
+		}
 		select {
 		case <-w:
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/plugvisor/plugvisor/internal/backoff"
@@ -39,6 +40,23 @@ import (
 type replicaSet struct {
 	slots []*replicaSlot // the slice and each slot's g are guarded by mu
 	next  int            // mu: where pick starts, so ties go round-robin
+	// maxPause is the longest any call waited for a serving generation
+	// (ns): what replicas are for keeping at 0 through reloads.
+	maxPause atomic.Int64
+}
+
+// notePause records how long a call waited in acquire, if it had to.
+func (r *replicaSet) notePause(since *time.Time) {
+	if since.IsZero() {
+		return
+	}
+	d := int64(time.Since(*since))
+	for {
+		old := r.maxPause.Load()
+		if d <= old || r.maxPause.CompareAndSwap(old, d) {
+			return
+		}
+	}
 }
 
 // replicaSlot is one secondary.
@@ -377,4 +395,17 @@ func localAddress(g *generation) string {
 		return fmt.Sprintf("pid:%d", pid)
 	}
 	return "inproc"
+}
+
+// replicatedStateWrite records that a function call failed because it
+// wrote state on a replicated plugin: the SDK phrased why (replicas and
+// state, and the fix); last_error and the log say it, once per message.
+func (p *Plugin) replicatedStateWrite(gen int, msg string) {
+	p.mu.Lock()
+	same := p.lastErr == msg
+	p.lastErr = msg
+	p.mu.Unlock()
+	if !same {
+		p.logf(gen, "%s", msg)
+	}
 }
