@@ -373,7 +373,7 @@ func (p *Plugin) retireReplicas() {
 
 // instancesLocked lists the generations serving, the primary first; mu held.
 func (p *Plugin) instancesLocked() []InstanceStatus {
-	var out []InstanceStatus
+	out := []InstanceStatus{}
 	add := func(g *generation, role string) {
 		out = append(out, InstanceStatus{Address: localAddress(g), Generation: g.num, Version: g.man.Version,
 			ConnectedSince: g.started, InFlight: g.inFlight(), Role: role})
