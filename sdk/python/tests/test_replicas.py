@@ -6,6 +6,8 @@ import unittest
 from plugvisor import frames as fr
 from plugvisor.testing import CallError, Harness, _Chan
 
+from .test_testing import Seq  # a source that writes its state
+
 
 def hit(ctx, key):
     return ctx.state.incr_counter("hits:" + key, 1)
@@ -26,21 +28,6 @@ def peek(ctx, key):
 def batch_hit(ctx, key):
     ctx.state.delete(key)
     return key
-
-
-class Seq:
-    def configure(self, props):
-        pass
-
-    def open(self, ctx, emit):
-        n = ctx.state.get("next", 0)
-        while not ctx.done():
-            emit(n)
-            n += 1
-            ctx.state.put("next", n)
-
-    def close(self, ctx):
-        pass
 
 
 PLUGIN = dict(name="rep", version="1", functions={"hit": hit, "sneaky": sneaky, "peek": peek, "del": batch_hit},
