@@ -412,11 +412,12 @@ func (p *Plugin) Status() Status {
 		st.PID = g.pid()
 		st.Build = g.spec.Build
 		st.Uptime = Duration(time.Since(g.started))
+		g.actMu.Lock()
+		st.InFlight = g.active
+		g.actMu.Unlock()
 	}
 	st.Instances = p.instancesLocked()
-	for _, in := range st.Instances {
-		st.InFlight += in.InFlight
-	}
+	st.InFlight += replicasInFlight(st.Instances)
 	return st
 }
 

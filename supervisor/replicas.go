@@ -371,30 +371,15 @@ func (p *Plugin) retireReplicas() {
 	}
 }
 
-// instancesLocked lists the generations serving, the primary first; mu held.
-func (p *Plugin) instancesLocked() []InstanceStatus {
-	out := []InstanceStatus{}
-	add := func(g *generation, role string) {
-		out = append(out, InstanceStatus{Address: localAddress(g), Generation: g.num, Version: g.man.Version,
-			ConnectedSince: g.started, InFlight: g.inFlight(), Role: role})
-	}
-	if p.cur != nil {
-		add(p.cur, RolePrimary)
-	}
-	for _, s := range p.reps.slots {
-		if s.g != nil {
-			add(s.g, RoleReplica)
+// replicasInFlight sums the calls in flight on the secondaries listed.
+func replicasInFlight(list []InstanceStatus) int {
+	n := 0
+	for _, in := range list {
+		if in.Role == RoleReplica {
+			n += in.InFlight
 		}
 	}
-	return out
-}
-
-// localAddress is where a local generation runs: its process id.
-func localAddress(g *generation) string {
-	if pid := g.pid(); pid != 0 {
-		return fmt.Sprintf("pid:%d", pid)
-	}
-	return "inproc"
+	return n
 }
 
 // replicatedStateWrite records that a function call failed because it

@@ -122,16 +122,14 @@ func TestReplicasReloadScales(t *testing.T) {
 			}
 			for _, b := range before {
 				for _, a := range after {
-					if a.Address == b.Address {
-						t.Errorf("%s served before and after the reload", a.Address)
+					if a.PID == b.PID {
+						t.Errorf("pid %d served before and after the reload", a.PID)
 					}
 				}
 			}
 			for _, a := range after {
-				var pid int
-				fmt.Sscanf(a.Address, "pid:%d", &pid)
-				if !running[pid] {
-					t.Errorf("instance %s listed but its runner ended", a.Address)
+				if !running[a.PID] {
+					t.Errorf("instance %d listed but its runner ended", a.PID)
 				}
 			}
 			if err := s.Remove(ctx, "fake"); err != nil {
@@ -157,10 +155,8 @@ func TestReplicaGivesUpThenReloadRefills(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	fleet.failing.Store(true)
-	var pid int
-	fmt.Sscanf(in[1].Address, "pid:%d", &pid)
 	fleet.mu.Lock()
-	fleet.runners[pid].crash("segfault")
+	fleet.runners[in[1].PID].crash("segfault")
 	fleet.mu.Unlock()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(p.Status().LastError, "gave up") {

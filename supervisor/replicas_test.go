@@ -46,12 +46,13 @@ func waitServing(t *testing.T, p *supervisor.Plugin, n int) []supervisor.Instanc
 	return in
 }
 
-func addrs(in []supervisor.InstanceStatus) []string {
-	var out []string
+// pidsOf lists the instances' process ids, sorted.
+func pidsOf(in []supervisor.InstanceStatus) []int {
+	var out []int
 	for _, i := range in {
-		out = append(out, i.Address)
+		out = append(out, i.PID)
 	}
-	sort.Strings(out)
+	sort.Ints(out)
 	return out
 }
 
@@ -61,7 +62,7 @@ func TestReplicasSpreadCalls(t *testing.T) {
 	sup := newSup(t)
 	p := replicated(t, sup, 3)
 	in := p.Status().Instances
-	if len(slices.Compact(addrs(in))) != 3 || in[1].Role != supervisor.RoleReplica || in[2].Role != supervisor.RoleReplica {
+	if ps := pidsOf(in); len(slices.Compact(ps)) != 3 || ps[0] == 0 || in[1].Role != supervisor.RoleReplica || in[2].Role != supervisor.RoleReplica {
 		t.Fatalf("instances: %+v", in)
 	}
 	want := map[string]bool{}
@@ -166,7 +167,7 @@ func TestReplicasRollingReloadsNoPause(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("baseline: %d calls failed, first: %v", len(errs), errs[0])
 	}
-	before := addrs(p.Status().Instances)
+	before := pidsOf(p.Status().Instances)
 	var pauses []float64
 	for range 10 {
 		rep := reload(t, p, supervisor.ReloadOptions{})
@@ -188,9 +189,9 @@ func TestReplicasRollingReloadsNoPause(t *testing.T) {
 		len(base), quantile(base, 0.5), quantile(base, 0.99), slices.Max(base), len(during), quantile(during, 0.5), quantile(during, 0.99),
 		slices.Max(during), float64(slices.Max(during))/float64(quantile(base, 0.99)), pauses)
 	after := waitServing(t, p, 3)
-	for _, a := range addrs(after) {
+	for _, a := range pidsOf(after) {
 		if slices.Contains(before, a) {
-			t.Errorf("instance %s survived 10 reloads: %v → %v", a, before, addrs(after))
+			t.Errorf("instance %d survived 10 reloads: %v → %v", a, before, pidsOf(after))
 		}
 	}
 
@@ -223,14 +224,10 @@ func TestReplicaKilledOthersServe(t *testing.T) {
 		if role == supervisor.RolePrimary {
 			victim = in[0]
 		}
-		var pid int
-		if _, err := fmt.Sscanf(victim.Address, "pid:%d", &pid); err != nil {
-			t.Fatalf("address %q: %v", victim.Address, err)
-		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		gone := func() bool { return !slices.Contains(addrs(p.Status().Instances), victim.Address) }
+		gone := func() bool { return !slices.Contains(pidsOf(p.Status().Instances), victim.PID) }
 		waitFor(t, "the killed "+role+" out of service", 10*time.Second, gone)
 		for i := range 50 {
 			if out := call(t, p, "echo", `"x"`); out != `"x"` {
@@ -241,8 +238,8 @@ func TestReplicaKilledOthersServe(t *testing.T) {
 			t.Logf("the %s came back before the 50 calls ended (backoff %v)", role, time.Second)
 		}
 		back := waitServing(t, p, 3)
-		if slices.Contains(addrs(back), victim.Address) {
-			t.Fatalf("%s %s listed again: %+v", role, victim.Address, back)
+		if slices.Contains(pidsOf(back), victim.PID) {
+			t.Fatalf("%s %d listed again: %+v", role, victim.PID, back)
 		}
 		if st := p.Status(); !strings.Contains(st.LastError, "killed") {
 			t.Errorf("last_error after the %s was killed: %q", role, st.LastError)

@@ -50,8 +50,9 @@ type Status struct {
 	LastReload *Report  `json:"last_reload"`
 	Uptime     Duration `json:"uptime_ms"`
 	InFlight   int      `json:"in_flight"` // calls awaiting an answer
-	// Instances lists the generations serving: the primary, then any
-	// replicas (see replicas.go).
+	// Instances lists the generations serving now (instances.go): the
+	// primary, and replicas where configured. External instances show
+	// where they connected from and their certificate name.
 	Instances []InstanceStatus `json:"instances"`
 }
 
