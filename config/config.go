@@ -174,6 +174,9 @@ type Plugin struct {
 	// set; nil takes [supervisor] env_inherit, empty passes none.
 	EnvInherit []string
 	Optional   bool // required = false: /readyz does not wait for this plugin
+	// Replicas is replicas = N: instances serving the functions at once
+	// (0 = unset = 1; see ReplicaCount and config/replicas.go).
+	Replicas int
 }
 
 // Build holds [plugins.NAME.build]: how a Go plugin is compiled.
@@ -371,7 +374,7 @@ func pluginChanged(a, b *Plugin) bool {
 		!equalAny(a.Config, b.Config) || !equalStrings(a.Env, b.Env) ||
 		!equalList(a.Build.Flags, b.Build.Flags) || !equalList(a.Build.Tags, b.Build.Tags) ||
 		!equalStrings(a.Build.Env, b.Build.Env) ||
-		a.Submodules != b.Submodules ||
+		a.Submodules != b.Submodules || a.ReplicaCount() != b.ReplicaCount() ||
 		(a.EnvInherit == nil) != (b.EnvInherit == nil) || !equalList(a.EnvInherit, b.EnvInherit) // nil: the default; empty: none
 }
 

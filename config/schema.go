@@ -20,7 +20,7 @@ var (
 	topKeys        = []string{"supervisor", "plugins", "pipeline"}
 	supervisorKeys = keysOf(supervisorSettings) // settings.go
 
-	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
+	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required", "replicas"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink", "on_error", "dead_letter", "retries"}
 
@@ -171,6 +171,8 @@ func (p *parser) plugin(path []string, name string, v any, cfg *Config, builtins
 			if names, ok := p.envNames(kp, v); ok {
 				pl.EnvInherit = names
 			}
+		case "replicas":
+			p.replicas(kp, v, pl)
 		case "required":
 			if b, ok := v.(bool); ok {
 				pl.Optional = !b

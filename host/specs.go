@@ -71,6 +71,7 @@ func (w *worker) base(s *supervisor.Spec) *supervisor.Spec {
 	}
 	s.Env = env
 	s.EnvInherit = w.cfg.EnvInherit
+	s.Replicas = w.cfg.ReplicaCount()
 	return s
 }
 

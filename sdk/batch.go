@@ -30,7 +30,8 @@ func (s *server) dispatchBatch(c *transport.Conn, f transport.Frame) {
 		s.sendBatch(c, f.ID, items, name)
 		return
 	}
-	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s), config: s.config}
+	st, rs := s.functionState(name)
+	ctx := &symCtx{Context: s.ctx, state: st, log: fn.logger(s), config: s.config}
 	// One recover for the batch, not one per input: a panic at input i
 	// marks it, and the inputs after it are not run.
 	var at int
@@ -50,6 +51,13 @@ func (s *server) dispatchBatch(c *transport.Conn, f transport.Frame) {
 		for j := at + 1; j < len(inputs); j++ {
 			items[j] = transport.BatchItem{Status: transport.ItemError, Data: []byte("not run: an earlier input of its batch panicked")}
 		}
+	}
+	if werr := rs.refused(); werr != nil && !panicked {
+		// The batch is one call of fn: it fails whole, with the code.
+		if err := c.Send(s.ctx, replicatedFail(f.ID, werr)); err != nil && !errors.Is(err, transport.ErrClosed) {
+			s.fail(fmt.Errorf("function %s: %w", name, err))
+		}
+		return
 	}
 	s.sendBatch(c, f.ID, items, name)
 	if panicErr != nil {

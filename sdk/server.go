@@ -46,6 +46,9 @@ type server struct {
 	state  stateStore
 	config map[string]any
 	log    zerolog.Logger
+	// replicas is from the welcome: with more than one, function state
+	// writes fail (replicas.go).
+	replicas int
 
 	ctl   *transport.Conn
 	ctx   context.Context
@@ -145,7 +148,7 @@ func (s *server) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.config, s.welcomed = welcome.Config, true
+	s.config, s.welcomed, s.replicas = welcome.Config, true, welcome.Replicas
 	s.log = s.log.With().Int("generation", welcome.Generation).Logger()
 
 	for _, f := range early {
@@ -571,11 +574,15 @@ func failFrame(id uint64, err error, panicked bool) transport.Frame {
 }
 
 func (s *server) call(c *transport.Conn, fn *function, id uint64, input []byte) {
-	ctx := &symCtx{Context: s.ctx, state: s.state.get(functionScope), log: fn.logger(s), config: s.config}
+	st, rs := s.functionState(fn.name)
+	ctx := &symCtx{Context: s.ctx, state: st, log: fn.logger(s), config: s.config}
 	out, err, panicked := protect(func() ([]byte, error) { return fn.call(ctx, input) })
 	f := transport.Frame{Type: transport.Result, ID: id, Payload: out}
 	if err != nil {
 		f = failFrame(id, err, panicked)
+	}
+	if werr := rs.refused(); werr != nil && !panicked {
+		f = replicatedFail(id, werr)
 	}
 	serr := c.Send(s.ctx, f)
 	if errors.Is(serr, transport.ErrTooLarge) {

@@ -141,5 +141,8 @@ func (g *generation) callPipelined(ctx context.Context, fn string, inputs [][]by
 func (g *generation) callError(fn string, f transport.Frame) *CallError {
 	var m transport.ErrorMsg
 	_ = transport.Decode(f, &m)
+	if m.Code == transport.CodeReplicatedState {
+		g.p.replicatedStateWrite(g.num, m.Error)
+	}
 	return &CallError{Plugin: g.p.name, Function: fn, Msg: m.Error, Panic: m.Panic}
 }

@@ -35,6 +35,9 @@ type Spec struct {
 	// EnvInherit names host variables passed on beyond the minimal set
 	// (baseEnv); nil takes Options.EnvInherit.
 	EnvInherit []string
+	// Replicas is how many generations serve the plugin's functions at
+	// once (0 = 1; see replicas.go).
+	Replicas int
 }
 
 // generation is one process of a plugin.
@@ -328,6 +331,9 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 	g.man = hello.Manifest
 	welcome := transport.WelcomeMsg{Plugin: g.p.name, Generation: g.num, Config: g.spec.Config,
 		HeartbeatMS: g.p.sup.opts.HeartbeatInterval.Milliseconds()}
+	if n := replicasOf(g.spec); n > 1 {
+		welcome.Replicas = n
+	}
 	return true, g.ctl.Send(context.Background(), transport.Frame{Type: transport.Welcome, Payload: transport.JSON(welcome)})
 }
 
@@ -419,9 +425,7 @@ func (g *generation) call(ctx context.Context, fn string, input []byte) ([]byte,
 	select {
 	case f := <-ch:
 		if f.Type == transport.Fail {
-			var m transport.ErrorMsg
-			_ = transport.Decode(f, &m)
-			return nil, &CallError{Plugin: g.p.name, Function: fn, Msg: m.Error, Panic: m.Panic}
+			return nil, g.callError(fn, f)
 		}
 		return f.Payload, nil
 	case <-g.dead:

@@ -43,6 +43,8 @@ type Plugin struct {
 	fns        map[string]bool    // functions called through handles: "in use" for swaps
 	instances  map[string]*instance
 
+	reps replicaSet // generations serving functions beside cur (replicas.go)
+
 	// Owned by the loop goroutine.
 	attempted   bool // a start was attempted: the next one is a restart
 	ck          *checkpoint
@@ -81,10 +83,12 @@ func (p *Plugin) Name() string { return p.name }
 // flight, waiting while there is none or a swap has paused the handles. It
 // also marks fn as in use, which a swap checks the new generation offers.
 func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
+	var waited time.Time // set once the call has to wait: its pause
+	defer p.reps.notePause(&waited)
 	p.mu.Lock()
 	for {
 		w := p.wake.Wait() // before the check: a change in between still wakes us
-		g, err := p.gateLocked()
+		g, err := p.pickLocked()
 		if err != nil {
 			p.mu.Unlock()
 			return nil, err
@@ -98,6 +102,9 @@ func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 			return g, nil
 		}
 		p.mu.Unlock()
+		if waited.IsZero() {
+			waited = time.Now()
+		}
 		select {
 		case <-w:
 		case <-ctx.Done():
@@ -139,7 +146,7 @@ func (p *Plugin) loop() {
 		p.ck = ck
 	}
 	if p.hasSpecNow() {
-		p.bringUp(p.ctx)
+		p.bringUpAll(p.ctx)
 	}
 	ckTick := time.NewTicker(p.sup.opts.CheckpointInterval.Duration)
 	defer ckTick.Stop()
@@ -158,7 +165,7 @@ func (p *Plugin) loop() {
 			p.crashed()
 		case <-p.retry:
 			p.retry = nil
-			p.bringUp(p.ctx)
+			p.bringUpAll(p.ctx)
 		case <-ckTick.C:
 			if err := p.checkpoint(context.Background()); err != nil {
 				p.logf(p.genNum, "periodic checkpoint failed: %v", err)
@@ -169,6 +176,21 @@ func (p *Plugin) loop() {
 
 // restoreAndOpen loads ck into g, then opens every instance on it.
 func (p *Plugin) restoreAndOpen(ctx context.Context, g *generation, ck *checkpoint, send bool) error {
+	if err := p.restoreState(ctx, g, ck); err != nil {
+		return err
+	}
+	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
+	defer cancel()
+	for _, inst := range p.sortedInstances() {
+		if err := p.bindInstance(octx, g, inst, send); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreState loads ck into g (Migrate on a state version change).
+func (p *Plugin) restoreState(ctx context.Context, g *generation, ck *checkpoint) error {
 	if ck != nil && len(ck.scopes) > 0 {
 		if ck.meta.FromStateVersion != g.man.StateVersion && !g.man.Migrate {
 			return fmt.Errorf("%w: the saved state has state version %q, %s %s reads %q and has no Migrate hook",
@@ -179,13 +201,6 @@ func (p *Plugin) restoreAndOpen(ctx context.Context, g *generation, ck *checkpoi
 		cancel()
 		if err != nil {
 			return fmt.Errorf("restore state: %w", err)
-		}
-	}
-	octx, cancel := context.WithTimeout(ctx, p.sup.opts.RestoreTimeout.Duration)
-	defer cancel()
-	for _, inst := range p.sortedInstances() {
-		if err := p.bindInstance(octx, g, inst, send); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -369,6 +384,7 @@ func (p *Plugin) stop(ctx context.Context) error {
 func (p *Plugin) shutdown() {
 	g := p.current()
 	p.to(phaseStopped, change{setCur: true})
+	p.retireReplicas()
 	if g == nil {
 		return
 	}
@@ -400,6 +416,8 @@ func (p *Plugin) Status() Status {
 		st.InFlight = g.active
 		g.actMu.Unlock()
 	}
+	st.Instances = p.instancesLocked()
+	st.InFlight += replicasInFlight(st.Instances)
 	return st
 }
 

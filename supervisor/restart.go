@@ -137,5 +137,6 @@ func (p *Plugin) restartByReload(o ReloadOptions) (*Report, error) {
 		return p.finishReload(rep, p.phaseNow(), num, fmt.Errorf("%w: %w", ErrSwapFailed, err))
 	}
 	rep.Generation = num
+	p.rollReplicas(rep)
 	return p.finishReload(rep, phaseServing, num, nil)
 }

@@ -50,6 +50,10 @@ type Status struct {
 	LastReload *Report  `json:"last_reload"`
 	Uptime     Duration `json:"uptime_ms"`
 	InFlight   int      `json:"in_flight"` // calls awaiting an answer
+	// Instances lists the generations serving now (instances.go): the
+	// primary, and replicas where configured. External instances show
+	// where they connected from and their certificate name.
+	Instances []InstanceStatus `json:"instances"`
 }
 
 // Symbols lists what a plugin offers.
@@ -80,6 +84,10 @@ type Report struct {
 	// SchemaChanges lists how the schemas of symbols in use changed
 	// ("function count: input: field n: integer → string").
 	SchemaChanges []string `json:"schema_changes,omitempty"`
+	// Replicas counts the secondaries the reload replaced one at a time;
+	// ReplicaErrors says which serve on because their replacement failed.
+	Replicas      int      `json:"replicas,omitempty"`
+	ReplicaErrors []string `json:"replica_errors,omitempty"`
 }
 
 // Phases splits a swap's duration, in milliseconds.

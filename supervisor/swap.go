@@ -71,6 +71,7 @@ func (p *Plugin) swap(o ReloadOptions) (*Report, error) {
 	}
 	tx.resume()
 	tx.retire()
+	p.rollReplicas(tx.rep)
 	return p.finishReload(tx.rep, phaseServing, tx.num, nil)
 }
 

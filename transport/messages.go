@@ -159,6 +159,11 @@ type WelcomeMsg struct {
 	Generation  int            `json:"generation"`
 	Config      map[string]any `json:"config"`
 	HeartbeatMS int64          `json:"heartbeat_ms"` // the plugin exits if it hears nothing for 3× this
+	// Replicas is how many instances of the plugin serve functions at once
+	// (0 or absent = 1). With more than one, a function that writes state
+	// fails that call with CodeReplicatedState: each replica would keep
+	// its own copy and the state would split.
+	Replicas int `json:"replicas,omitempty"`
 }
 
 // OpenMsg opens a symbol instance on its own data channel.
@@ -184,7 +189,14 @@ type RestoreMeta struct {
 type ErrorMsg struct {
 	Error string `json:"error"`
 	Panic bool   `json:"panic,omitempty"`
+	// Code classifies a Fail the host acts on (CodeReplicatedState); most
+	// fails have none.
+	Code string `json:"code,omitempty"`
 }
+
+// CodeReplicatedState marks the Fail of a function call that wrote state
+// while the plugin runs with replicas > 1 (see WelcomeMsg.Replicas).
+const CodeReplicatedState = "replicated_state"
 
 // JSON encodes v for a frame payload; the types here cannot fail.
 func JSON(v any) []byte {

@@ -15,7 +15,7 @@ from . import frames as fr
 from .channel import Channel
 from .schema import function_schemas, item_schema
 from .sp import Closed, dial
-from .state import Scope, Store, encode_json
+from .state import ReplicatedScope, Scope, Store, encode_json
 
 HANDSHAKE_TIMEOUT = 10.0
 CALL_WORKERS = 64  # calls running at once; more wait in the pool's queue
@@ -52,6 +52,13 @@ class _Fatal(Exception):
         self.lost = lost  # the host went away (or never answered), rather than refused or broke the protocol
 
 
+REPLICATED_STATE = "replicated_state"  # the fail code of a state write with replicas > 1
+
+
+def _refused_write(ctx: "Context") -> bool:
+    return isinstance(ctx.state, ReplicatedScope) and ctx.state.refused is not None
+
+
 def describe(exc: BaseException) -> str:
     """'Type: message (file.py:line in func)', the line being where it was raised."""
     text = type(exc).__name__
@@ -65,10 +72,12 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-def _error_payload(msg: str, panic: bool = False) -> bytes:
+def _error_payload(msg: str, panic: bool = False, code: str = "") -> bytes:
     d: Dict[str, Any] = {"error": msg}
     if panic:
         d["panic"] = True
+    if code:
+        d["code"] = code
     return encode_json(d)
 
 
@@ -160,6 +169,7 @@ class Server:
             self.manifest["schemas"] = announced
         self.state = Store()
         self.config: Dict[str, Any] = {}
+        self.replicas = 1  # from the welcome
         self.log = logging.getLogger("plugvisor." + name)
         self.ctl: Optional[Channel] = None
         self._lock = threading.Lock()
@@ -215,6 +225,7 @@ class Server:
         self.welcomed = True
         self._heard = time.monotonic()
         self.config = welcome.get("config") or {}
+        self.replicas = int(welcome.get("replicas") or 1)  # > 1: function state writes fail
         hb = float(welcome.get("heartbeat_ms") or 0) / 1000.0
         # An external instance says so: its operator watches it (re)connect.
         (self.log.info if self.remote else self.log.debug)("welcomed as generation %s", welcome.get("generation"))
@@ -491,7 +502,10 @@ class Server:
                 return
 
     def _function_ctx(self, fn: _Function) -> Context:
-        return Context(self.state.scope("function/" + fn.name),
+        scope: Any = self.state.scope("function/" + fn.name)
+        if self.replicas > 1:
+            scope = ReplicatedScope(scope, self.name, fn.name, self.replicas)
+        return Context(scope,
                        logging.getLogger("plugvisor.%s.%s" % (self.name, fn.name)), self.config, self._stopping,
                        "function/" + fn.name, fn.name)
 
@@ -520,11 +534,14 @@ class Server:
             return fr.ITEM_PANIC, describe(e).encode()
 
     def _call(self, c: Channel, fn: _Function, cid: int, data: bytes) -> None:
-        status, out = self._apply(self._function_ctx(fn), fn, cid, data)
+        ctx = self._function_ctx(fn)
+        status, out = self._apply(ctx, fn, cid, data)
         if status == fr.ITEM_OK:
             frame = (fr.RESULT, out)
         else:
             frame = (fr.FAIL, _error_payload(out.decode(), panic=status == fr.ITEM_PANIC))
+        if status != fr.ITEM_PANIC and _refused_write(ctx):
+            frame = (fr.FAIL, _error_payload(str(ctx.state.refused), code=REPLICATED_STATE))
         try:
             try:
                 c.send(frame[0], cid, frame[1])
@@ -559,6 +576,13 @@ class Server:
                 if status == fr.ITEM_PANIC:
                     panicked = out
                 items.append((status, out))
+        if fn is not None and panicked is None and _refused_write(ctx):
+            # The batch is one call of fn: it fails whole, with the code.
+            try:
+                c.send(fr.FAIL, bid, _error_payload(str(ctx.state.refused), code=REPLICATED_STATE))
+            except Closed:
+                pass
+            return
         try:
             try:
                 c.send(fr.RESULT_BATCH, bid, fr.result_batch_payload(items))

@@ -100,3 +100,49 @@ class Store:
     def all(self) -> Dict[str, Scope]:
         with self._lock:
             return dict(self._scopes)
+
+
+class ReplicatedStateError(RuntimeError):
+    """A function wrote state while its plugin runs with replicas > 1."""
+
+
+class ReplicatedScope:
+    """The function scope as one call of a replicated plugin sees it:
+    reads pass, writes raise ReplicatedStateError and are remembered, so
+    the call fails even when the function swallows the error. Each replica
+    would keep its own copy of function state and the copies would split;
+    sources and sinks run on one instance and may write."""
+
+    def __init__(self, scope: Scope, plugin: str, fn: str, replicas: int):
+        self._scope = scope
+        self._plugin, self._fn, self._replicas = plugin, fn, replicas
+        self.refused: Optional[ReplicatedStateError] = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._scope.get(key, default)
+
+    def get_counter(self, key: str) -> int:
+        return self._scope.get_counter(key)
+
+    def keys(self) -> List[str]:
+        return self._scope.keys()
+
+    def put(self, key: str, value: Any) -> None:
+        self._refuse("put", key)
+
+    def delete(self, key: str) -> None:
+        self._refuse("delete", key)
+
+    def incr_counter(self, key: str, delta: int = 1) -> int:
+        self._refuse("incr", key)
+        return 0  # not reached
+
+    def _refuse(self, op: str, key: str) -> None:
+        e = ReplicatedStateError(
+            "function state cannot be written with replicas > 1: function %s of plugin %s tried to %s "
+            "state %r, but the plugin runs with replicas = %d and each replica would keep its own copy "
+            "— keep the state in a source or sink, or set replicas = 1"
+            % (self._fn, self._plugin, op, key, self._replicas))
+        if self.refused is None:
+            self.refused = e
+        raise e

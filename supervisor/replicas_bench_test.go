@@ -1,0 +1,80 @@
+package supervisor_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/supervisor"
+)
+
+// BenchmarkReplicas: calls/s with 64 calls in flight, served by 1 and by
+// 3 replicas on this machine: the Go helper's 64-byte echo, and the
+// Python example's div (one process of Python runs on one core: the GIL).
+func BenchmarkReplicas(b *testing.B) {
+	py, _ := exec.LookPath("python3")
+	sdkDir, _ := filepath.Abs("../sdk/python")
+	pyMain, _ := filepath.Abs("../examples/pydemo/main.py")
+	for _, c := range []struct {
+		lang, fn string
+		in       []byte
+		spec     supervisor.Spec
+	}{
+		{"go", "echo", payload64, helperSpec("plugin")},
+		{"python", "div", []byte("[6, 3]"), supervisor.Spec{Kind: "command", Path: py, Args: []string{pyMain},
+			Env: map[string]string{"PYTHONPATH": sdkDir}}},
+	} {
+		for _, n := range []int{1, 3} {
+			b.Run(fmt.Sprintf("%s/replicas=%d", c.lang, n), func(b *testing.B) {
+				if c.spec.Path == "" {
+					b.Skip("python3 is not installed")
+				}
+				benchReplicas(b, c.spec, n, c.fn, c.in)
+			})
+		}
+	}
+}
+
+func benchReplicas(b *testing.B, spec supervisor.Spec, n int, fn string, in []byte) {
+	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: b.TempDir()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sup.Close(context.Background()) })
+	spec.Replicas = n
+	p, err := sup.Add("bench", spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for len(p.Status().Instances) < n { // every replica up before timing
+		if _, err := p.Call(ctx, fn, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const inflight = 64
+	per := b.N/inflight + 1
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				if _, err := p.Call(ctx, fn, in); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*inflight)/time.Since(start).Seconds(), "calls/s")
+}
