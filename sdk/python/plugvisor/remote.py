@@ -25,8 +25,9 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, List, Mapping
 
 from .sp import Closed, SPSocket
 from .tls import TLSStream
@@ -144,15 +145,31 @@ class Remote:
             raise Closed("TLS handshake with %s: %s" % (self.address, msg)) from None
 
 
+# _serving is the session that got a welcome and still runs (None when
+# there is none); _terminating is set by SIGTERM. Both are read by the
+# signal handler, which runs on the main thread between bytecodes.
+_serving: List[Any] = [None]
+_terminating = threading.Event()
+
+
 def run(make_server: Callable[["Remote"], Any], remote: Remote, name: str) -> int:
     """Serves sessions until the daemon says shutdown (0) or refuse (1),
-    reconnecting with backoff whenever a connection is lost."""
+    reconnecting with backoff whenever a connection is lost — unless a
+    SIGTERM came meanwhile: then a lost connection ends the process (0)."""
     delay = BACKOFF_MIN
     while True:
         srv = make_server(remote)
-        code = srv.run()
+        srv.on_welcome = lambda: _serving.__setitem__(0, srv)
+        try:
+            code = srv.run()
+        finally:
+            _serving[0] = None
         if srv.lost is None:
             return code
+        if _terminating.is_set():
+            sys.stderr.write("plugin %s: %s; exiting (SIGTERM)\n" % (name, srv.lost))
+            sys.stderr.flush()
+            return 0
         if srv.welcomed:
             delay = BACKOFF_MIN  # it served: the next failure starts the backoff anew
         wait = delay * random.uniform(1 - JITTER, 1 + JITTER)
@@ -163,15 +180,21 @@ def run(make_server: Callable[["Remote"], Any], remote: Remote, name: str) -> in
 
 
 def exit_on_sigterm(name: str) -> None:
-    """SIGTERM ends the instance (status 143), as it ends a Go plugin. Python
+    """SIGTERM (an orchestrator rolling the instance) as in the Go SDK and
+    docs/protocol.md: with a session serving, serve on until the daemon
+    retires it with shutdown — it may be handing this instance's work and
+    state to the newer one — or the connection ends, then exit 0; with no
+    session, exit 0 at once. The handler is needed at all because Python
     leaves SIGTERM at its default, which the kernel ignores for PID 1 — the
-    plugin's process in its own container — so a pod would otherwise hang
-    until its grace period runs out and it is killed. The daemon sees the
-    connection lost, as for any instance that vanishes."""
+    plugin's process in its own container."""
     def on_term(signum, frame):
-        sys.stderr.write("plugin %s: terminated (SIGTERM)\n" % name)
+        _terminating.set()
+        if _serving[0] is None:
+            sys.stderr.write("plugin %s: SIGTERM with no session; exiting\n" % name)
+            sys.stderr.flush()
+            os._exit(0)
+        sys.stderr.write("plugin %s: SIGTERM: serving on until plugvisor retires this instance or the connection ends\n" % name)
         sys.stderr.flush()
-        os._exit(128 + signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)
 

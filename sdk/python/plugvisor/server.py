@@ -145,6 +145,7 @@ class Server:
         self.remote = remote
         self.lost: Optional[str] = None
         self.welcomed = False
+        self.on_welcome: Optional[Callable[[], None]] = None  # an external session serves (SIGTERM handling)
         self.name, self.version = name, version
         self.state_version = state_version or "1"
         self.migrate = migrate
@@ -223,6 +224,8 @@ class Server:
             self.ctl.close()
             return self._die(str(e), lost=e.lost)
         self.welcomed = True
+        if self.on_welcome is not None:
+            self.on_welcome()
         self._heard = time.monotonic()
         self.config = welcome.get("config") or {}
         self.replicas = int(welcome.get("replicas") or 1)  # > 1: function state writes fail

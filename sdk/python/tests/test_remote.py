@@ -358,15 +358,44 @@ class RemoteTest(unittest.TestCase):
             base = remote.BACKOFF_MIN * 2 ** i
             self.assertTrue(base * 0.8 - 0.01 <= w <= base * 1.2 + 0.01, (i, waits))
 
-    def test_sigterm_exits_even_while_connected(self):
+    def test_sigterm_serves_on_until_retired(self):
+        # An orchestrator rolling the instance: it keeps serving (the daemon
+        # may be handing its work over), exits 0 on shutdown.
         d = Daemon(self, self.pki)
         p = Plugin(self, connect_env(self.pki, d.address))
-        d.session(self, p, 1)
+        ctl = d.session(self, p, 1)
+        p.wait_line("welcomed as generation 1")
         p.p.terminate()
-        # 143 from the SDK's handler: the default disposition would give
-        # -15 here, and nothing at all as PID 1 of a container.
-        self.assertEqual(p.wait(), 143, p.seen)
-        self.assertIn("plugin geo: terminated (SIGTERM)", p.seen)
+        p.wait_line("SIGTERM: serving on")
+        data = self.open_functions(d, ctl, 1)
+        data.send(fr.CALL, 3, fr.call_payload("double", b"21"))
+        f = data.next()
+        self.assertEqual((f.type, f.id, f.payload), (fr.RESULT, 3, b"42"))
+        ctl.send(fr.SHUTDOWN)
+        self.assertEqual(p.wait(), 0, p.seen)
+
+    def test_sigterm_then_lost_connection_exits_0(self):
+        d = Daemon(self, self.pki)
+        p = Plugin(self, connect_env(self.pki, d.address))
+        ctl = d.session(self, p, 1)
+        p.wait_line("welcomed as generation 1")
+        p.p.terminate()
+        p.wait_line("SIGTERM: serving on")
+        ctl.drop()
+        self.assertEqual(p.wait(), 0, p.seen)
+        self.assertTrue(any("exiting (SIGTERM)" in l for l in p.seen), p.seen)
+        self.assertFalse(any("reconnecting in" in l for l in p.seen), p.seen)
+
+    def test_sigterm_without_a_session_exits_0_at_once(self):
+        # Nobody listens: it is between reconnect attempts. As PID 1 of a
+        # container the default disposition would ignore SIGTERM.
+        d = Daemon(self, self.pki)
+        addr = d.address
+        d.close()
+        p = Plugin(self, connect_env(self.pki, addr))
+        p.wait_line("plugin geo:", "reconnecting in")
+        p.p.terminate()
+        self.assertEqual(p.wait(), 0, p.seen)
 
     def test_refuse_exits_1_with_the_reason(self):
         d = Daemon(self, self.pki)
