@@ -492,7 +492,7 @@ func TestSwapPhasesAndAborts(t *testing.T) {
 // out of every phase but stopped, and a way into every phase.
 func TestLifecycleTableIsComplete(t *testing.T) {
 	all := []phase{phaseStarting, phaseServing, phasePaused, phaseDraining, phaseRestoring,
-		phaseRetiring, phaseCheckpointing, phaseBackoff, phaseFailed, phaseStopped}
+		phaseRetiring, phaseCheckpointing, phaseBackoff, phaseFailed, phaseStopped, phaseWaiting}
 	into := map[phase]bool{phaseStarting: true} // the first phase
 	for _, ph := range all {
 		outs, ok := next[ph]

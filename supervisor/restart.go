@@ -21,6 +21,9 @@ const healthyAfter = 10 * time.Second
 // → failed after maxStartFailures in a row. Any start after the first is
 // a restart (the event says so).
 func (p *Plugin) bringUp(ctx context.Context) error {
+	if p.awaitInstance() {
+		return nil // an external plugin starts when an instance connects
+	}
 	restart := p.attempted
 	p.attempted = true
 	p.to(phaseStarting, change{})
@@ -91,6 +94,9 @@ func (p *Plugin) backoff() time.Duration {
 // crashed handles the unplanned end of the serving generation:
 // serving → backoff, a start due after the delay.
 func (p *Plugin) crashed() {
+	if p.lost() {
+		return // an external instance: wait for the next (external.go)
+	}
 	p.mu.Lock()
 	g := p.cur
 	p.restarts++

@@ -20,6 +20,7 @@ const (
 	StateBackoff  State = "backoff" // crashed; restarting after a delay
 	StateFailed   State = "failed"  // gave up restarting; a reload or a new build tries again
 	StateStopped  State = "stopped"
+	StateWaiting  State = "waiting" // an external plugin with no instance connected
 )
 
 // Activity says what a plugin is doing besides serving.
@@ -50,6 +51,10 @@ type Status struct {
 	LastReload *Report  `json:"last_reload"`
 	Uptime     Duration `json:"uptime_ms"`
 	InFlight   int      `json:"in_flight"` // calls awaiting an answer
+	// Instances lists the generations serving now (instances.go): the
+	// primary, and replicas where configured. External instances show
+	// where they connected from and their certificate name.
+	Instances []InstanceStatus `json:"instances"`
 }
 
 // Symbols lists what a plugin offers.

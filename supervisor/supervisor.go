@@ -69,6 +69,14 @@ type Options struct {
 	LogLinesPerSec int      // [1000] per plugin
 	LogLineMax     int      // [4096] bytes; longer lines are cut
 	EnvInherit     []string // host variables passed to plugins beyond the minimal set (Spec.EnvInherit overrides)
+	// External instances (external.go): with Listen set ("tls+tcp://HOST:PORT")
+	// New listens there for instances of plugins whose Spec.Kind is
+	// KindExternal, with mutual TLS (PEM files). Heartbeats of those
+	// instances use the Remote* settings [2s, 10s].
+	Listen                       string
+	TLSCert, TLSKey, TLSClientCA string
+	RemoteHeartbeatInterval      time.Duration
+	RemoteHeartbeatTimeout       time.Duration
 }
 
 func (o *Options) defaults() {
@@ -87,6 +95,8 @@ func (o *Options) defaults() {
 	def(&o.CheckpointInterval, 30*time.Second)
 	def(&o.BackoffMin, 100*time.Millisecond)
 	def(&o.BackoffMax, 30*time.Second)
+	def(&o.RemoteHeartbeatInterval, 2*time.Second)
+	def(&o.RemoteHeartbeatTimeout, 10*time.Second)
 	if o.MaxFrame <= 0 {
 		o.MaxFrame = 16 << 20
 	}
@@ -138,6 +148,8 @@ type Supervisor struct {
 	closed  bool
 
 	pipes pipeRegistry // status of the pipelines run by RunPipeline
+
+	mux *transport.Mux // where external instances connect (Options.Listen); nil without
 }
 
 // New prepares a supervisor: the state dir, a private socket dir (0700)
@@ -173,6 +185,11 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockDir = dir
+	if err := s.listenExternal(); err != nil {
+		st.close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -281,6 +298,9 @@ func (s *Supervisor) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if s.mux != nil {
+		errs = append(errs, s.mux.Close())
+	}
 	errs = append(errs, s.store.close())
 	os.RemoveAll(s.sockDir)
 	return errors.Join(errs...)
