@@ -18,11 +18,12 @@ type Kind string
 
 // Driver kinds (also reported by the HTTP API).
 const (
-	KindBuiltin Kind = "builtin" // in the host, over an in-memory transport
-	KindBinary  Kind = "binary"  // a local executable, swapped when it changes
-	KindSource  Kind = "source"  // a Go package folder, compiled and watched
-	KindRemote  Kind = "remote"  // a repository fetched with go-getter, then built
-	KindCommand Kind = "command" // a folder with plugin.json, run as its manifest says
+	KindBuiltin  Kind = "builtin"  // in the host, over an in-memory transport
+	KindBinary   Kind = "binary"   // a local executable, swapped when it changes
+	KindSource   Kind = "source"   // a Go package folder, compiled and watched
+	KindRemote   Kind = "remote"   // a repository fetched with go-getter, then built
+	KindCommand  Kind = "command"  // a folder with plugin.json, run as its manifest says
+	KindExternal Kind = "external" // never started: its instances connect to [supervisor] listen
 )
 
 // Driver is a resolved driver string.
@@ -120,6 +121,8 @@ func ResolveDriver(raw, baseDir, mode string, builtins Registry) (Driver, error)
 	switch {
 	case raw == "":
 		return Driver{}, fmt.Errorf("driver is empty — %s", acceptedForms)
+	case raw == DriverExternal:
+		return Driver{Kind: KindExternal}, nil
 	case wordRe.MatchString(raw):
 		src, ok := builtins[raw]
 		if !ok {

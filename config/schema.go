@@ -25,7 +25,8 @@ var (
 		"api_hosts", "api_tls_cert", "api_tls_key", "api_client_ca", "api_max_conns", "call_timeout",
 		"queue_bytes", "recv_queue_bytes", "fetch_max_bytes",
 		"log_bytes_per_sec", "log_lines_per_sec", "log_line_max", "env_inherit",
-		"config_check", "shutdown_timeout", "api_token_file"}
+		"config_check", "shutdown_timeout", "api_token_file",
+		"listen", "tls_cert", "tls_key", "tls_client_ca", "remote_heartbeat_interval", "remote_heartbeat_timeout"}
 	pluginKeys   = []string{"driver", "checksum", "update", "config", "build", "env", "submodules", "env_inherit", "required"}
 	buildKeys    = []string{"flags", "tags", "env"}
 	pipelineKeys = []string{"name", "source", "functions", "sink", "on_error", "dead_letter", "retries"}
@@ -75,6 +76,7 @@ func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error
 			}
 		}
 	}
+	p.externalPlugins(doc, cfg) // config/external.go
 	if v, ok := doc["pipeline"]; ok {
 		p.pipelines([]string{"pipeline"}, v, cfg)
 	}
@@ -393,10 +395,13 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 					s.APITokenFile = str
 				}
 			}
+		case "listen", "tls_cert", "tls_key", "tls_client_ca", "remote_heartbeat_interval", "remote_heartbeat_timeout":
+			p.externalKey(kp, k, v, s) // config/external.go
 		default:
 			p.unknown(kp, supervisorKeys)
 		}
 	}
+	p.externalSupervisor(path, s, base)
 	// Relations between values: reported at the later key's line.
 	if s.MaxWait.Duration < s.Debounce.Duration {
 		p.errorf(child(path, "max_wait"), "%v is shorter than debounce (%v) — max_wait bounds how long debouncing may delay a build", s.MaxWait, s.Debounce)

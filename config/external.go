@@ -1,0 +1,133 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// External instances (docs/DESIGN.md "External instances"): a plugin with
+// driver = "external" is never started by plugvisor; its instances
+// connect to [supervisor] listen over mutual TLS.
+
+// DriverExternal is the driver string of an external plugin.
+const DriverExternal = "external"
+
+// ListenScheme prefixes [supervisor] listen.
+const ListenScheme = "tls+tcp://"
+
+// externalKey reads one of the [supervisor] keys of the listener.
+func (p *parser) externalKey(kp []string, k string, v any, s *Supervisor) {
+	switch k {
+	case "remote_heartbeat_interval":
+		p.duration(kp, v, &s.RemoteHeartbeatInterval, false)
+		return
+	case "remote_heartbeat_timeout":
+		p.duration(kp, v, &s.RemoteHeartbeatTimeout, false)
+		return
+	}
+	str, ok := p.str(kp, v)
+	if !ok {
+		return
+	}
+	if str == "" {
+		p.errorf(kp, "is empty — leave the key out, or set it (see docs/deploy.md \"Plugins in other containers\")")
+		return
+	}
+	switch k {
+	case "listen":
+		if err := checkListen(str); err != nil {
+			p.errorf(kp, "%v", err)
+			return
+		}
+		s.Listen = str
+	case "tls_cert":
+		s.TLSCert = str
+	case "tls_key":
+		s.TLSKey = str
+	case "tls_client_ca":
+		s.TLSClientCA = str
+	}
+}
+
+// checkListen accepts "tls+tcp://HOST:PORT" with a numeric port (HOST may
+// be empty or 0.0.0.0 for every interface).
+func checkListen(s string) error {
+	rest, ok := strings.CutPrefix(s, ListenScheme)
+	if !ok {
+		return fmt.Errorf("%q: external instances connect over mutual TLS only — write \"tls+tcp://0.0.0.0:9443\" (tls+tcp://HOST:PORT)", s)
+	}
+	_, port, err := net.SplitHostPort(rest)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return fmt.Errorf("%q is not a listen address — write tls+tcp://HOST:PORT, e.g. \"tls+tcp://0.0.0.0:9443\"", s)
+	}
+	return nil
+}
+
+// externalSupervisor checks the listener's keys together and resolves
+// the certificate paths from the config's folder.
+func (p *parser) externalSupervisor(path []string, s *Supervisor, base string) {
+	files := []struct {
+		key string
+		v   *string
+	}{{"tls_cert", &s.TLSCert}, {"tls_key", &s.TLSKey}, {"tls_client_ca", &s.TLSClientCA}}
+	var missing, set []string
+	for _, f := range files {
+		if *f.v == "" {
+			missing = append(missing, f.key)
+			continue
+		}
+		set = append(set, f.key)
+		if abs, err := expandPath(*f.v, base); err == nil {
+			*f.v = abs
+		}
+	}
+	switch {
+	case s.Listen != "" && len(missing) > 0:
+		p.errorf(child(path, "listen"), "external instances need mutual TLS — set %s too (PEM files: the listener's certificate and key, and the CA that signs the instances' client certificates)",
+			strings.Join(missing, ", "))
+	case s.Listen == "" && len(set) > 0:
+		p.errorf(child(path, set[0]), "%s only apply with listen — set listen = \"tls+tcp://0.0.0.0:9443\" for external instances, or remove them",
+			strings.Join(set, ", "))
+	}
+	if s.RemoteHeartbeatTimeout.Duration <= s.RemoteHeartbeatInterval.Duration {
+		p.errorf(child(path, "remote_heartbeat_timeout"), "%v must be longer than remote_heartbeat_interval (%v)",
+			s.RemoteHeartbeatTimeout, s.RemoteHeartbeatInterval)
+	}
+}
+
+// externalPlugins checks every plugin with driver = "external": the
+// listener must be configured, and keys about starting a process do not
+// apply.
+func (p *parser) externalPlugins(doc map[string]any, cfg *Config) {
+	plugins, _ := doc["plugins"].(map[string]any)
+	for name, pl := range cfg.Plugins {
+		if pl.Resolved.Kind != KindExternal {
+			continue
+		}
+		path := []string{"plugins", name, "driver"}
+		if err := cfg.Supervisor.canServeExternal(name, pl.Resolved); err != nil {
+			p.errorf(path, "%v", err)
+		}
+		t, _ := plugins[name].(map[string]any)
+		for _, k := range []string{"env", "env_inherit", "build"} {
+			if _, ok := t[k]; ok {
+				p.errorf([]string{"plugins", name, k}, "does not apply to an external plugin: plugvisor does not start its instances — set it where they run")
+			}
+		}
+	}
+}
+
+// canServeExternal says why plugin name with driver d cannot run here: an
+// external plugin needs the listener.
+func (s Supervisor) canServeExternal(name string, d Driver) error {
+	if d.Kind != KindExternal || s.Listen != "" {
+		return nil
+	}
+	return fmt.Errorf("plugin %s is external: its instances connect to plugvisor, so [supervisor] needs listen, tls_cert, tls_key and tls_client_ca — "+
+		"add listen = \"tls+tcp://0.0.0.0:9443\" and the three PEM files (see docs/deploy.md \"Plugins in other containers\")", name)
+}
