@@ -115,6 +115,9 @@ func New(cfg *config.Config, o Options) (*Host, error) {
 		Registerer:         o.Registerer,
 		QuietOutput:        o.Streamed,
 		ResetDamagedState:  o.ResetDamagedState,
+		// External instances (config/external.go).
+		Listen: s.Listen, TLSCert: s.TLSCert, TLSKey: s.TLSKey, TLSClientCA: s.TLSClientCA,
+		RemoteHeartbeatInterval: s.RemoteHeartbeatInterval.Duration, RemoteHeartbeatTimeout: s.RemoteHeartbeatTimeout.Duration,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
