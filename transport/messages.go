@@ -21,6 +21,17 @@ const (
 	EnvMaxFrame   = "PLUGVISOR_MAX_FRAME"  // frame size limit in bytes
 )
 
+// Environment of an external instance: a plugin started outside plugvisor
+// connects out to the daemon's listener with these (see docs/protocol.md,
+// External instances).
+const (
+	EnvConnect       = "PLUGVISOR_CONNECT"         // tls+tcp://HOST:PORT of the daemon's listener
+	EnvTLSCert       = "PLUGVISOR_TLS_CERT"        // PEM client certificate
+	EnvTLSKey        = "PLUGVISOR_TLS_KEY"         // PEM key of the client certificate
+	EnvTLSCA         = "PLUGVISOR_TLS_CA"          // PEM CA that signed the daemon's server certificate
+	EnvTLSServerName = "PLUGVISOR_TLS_SERVER_NAME" // name to verify in the server certificate; default HOST
+)
+
 // Manifest is what a plugin announces about itself in the handshake.
 type Manifest struct {
 	Name         string   `json:"name"`

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Optional
 
 from .frames import FrameTooLarge, MalformedFrame
 from .schema import schema_of
+from . import remote
 from .server import Context, Migration, Server, describe
 from .sp import Closed
 from .state import Scope
@@ -49,19 +50,46 @@ def serve(name: str, version: str, functions: Optional[Dict[str, Callable]] = No
     explicitly; without it they come from type hints and a source's or
     sink's item_type (see plugvisor.schema). Started by hand (no plugvisor environment) it says so and exits
     with status 2.
+
+    Started outside plugvisor with PLUGVISOR_CONNECT=tls+tcp://HOST:PORT
+    and PLUGVISOR_TLS_CERT, PLUGVISOR_TLS_KEY, PLUGVISOR_TLS_CA, it is an
+    external instance (plugvisor.remote): it connects to the daemon over
+    mutual TLS, reconnects with backoff, exits 0 when the daemon retires it
+    and 1 when the daemon refuses it; a setting that cannot work exits 2.
     """
-    if not os.environ.get("PLUGVISOR_CONTROL") or not os.environ.get("PLUGVISOR_TOKEN"):
+    env = os.environ
+    local = env.get("PLUGVISOR_CONTROL") and env.get("PLUGVISOR_TOKEN")
+    if not local and env.get(remote.CONNECT):
+        try:
+            where = remote.Remote.from_env(env)
+        except remote.ConfigError as e:
+            _refuse_to_run("plugin %s: %s\n" % (name, e))
+        _setup_logging(name)
+        logging.getLogger("plugvisor").info("external instance of %s %s: connecting to %s", name, version, where.address)
+        code = remote.run(lambda r: Server(name, version, functions, sources, sinks, state_version, migrate,
+                                           env=remote.strip_local(env), schemas=schemas, remote=r), where, name)
+        _exit(code)
+    if not local:
         prog = sys.argv[0] if sys.argv and sys.argv[0] else "main.py"
-        sys.stderr.write(
+        _refuse_to_run(
             "%s %s is a plugvisor plugin: it must be started by plugvisor.\n"
             "Add its folder to config.toml as a driver, e.g.\n\n  [plugins.%s]\n  driver = \"%s\"\n\n"
-            "then run `plugvisor dev` (or `make run`).\n"
+            "then run `plugvisor dev` (or `make run`). To run it outside plugvisor as an external\n"
+            "instance, set PLUGVISOR_CONNECT=tls+tcp://HOST:PORT with PLUGVISOR_TLS_CERT,\n"
+            "PLUGVISOR_TLS_KEY and PLUGVISOR_TLS_CA (see docs/protocol.md).\n"
             % (name, version, name, _folder_of(prog)))
-        sys.stderr.flush()
-        os._exit(2)
     _setup_logging(name)
     server = Server(name, version, functions, sources, sinks, state_version, migrate, schemas=schemas)
-    code = server.run()
+    _exit(server.run())
+
+
+def _refuse_to_run(msg: str) -> None:
+    sys.stderr.write(msg)
+    sys.stderr.flush()
+    os._exit(2)
+
+
+def _exit(code: int) -> None:
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

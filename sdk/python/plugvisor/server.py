@@ -47,7 +47,9 @@ class Context:
 
 
 class _Fatal(Exception):
-    pass
+    def __init__(self, msg: str, lost: bool = False):
+        super().__init__(msg)
+        self.lost = lost  # the host went away (or never answered), rather than refused or broke the protocol
 
 
 def describe(exc: BaseException) -> str:
@@ -125,8 +127,15 @@ class Server:
 
     def __init__(self, name: str, version: str, functions=None, sources=None, sinks=None,
                  state_version: str = "1", migrate: Optional[Callable] = None,
-                 env: Optional[Dict[str, str]] = None, schemas: Optional[Dict[str, Dict[str, Any]]] = None):
+                 env: Optional[Dict[str, str]] = None, schemas: Optional[Dict[str, Dict[str, Any]]] = None,
+                 remote: Any = None):
         env = os.environ if env is None else env
+        # An external instance (plugvisor.remote.Remote): its channels are TLS
+        # connections to the daemon, and losing the host ends only this
+        # session (lost says why) — the caller reconnects.
+        self.remote = remote
+        self.lost: Optional[str] = None
+        self.welcomed = False
         self.name, self.version = name, version
         self.state_version = state_version or "1"
         self.migrate = migrate
@@ -194,14 +203,16 @@ class Server:
     def run(self) -> int:
         """Serve until shut down; returns the exit status (0 on shutdown)."""
         try:
-            sp = dial(self.control, self.max_frame, HANDSHAKE_TIMEOUT)
+            sp = self._sp_dial(self.control)
         except (Closed, ValueError, fr.MalformedFrame) as e:
-            return self._die("connect to the plugvisor host: %s" % e)
+            return self._die("connect to the plugvisor host: %s" % e, lost=True)
         self.ctl = Channel(sp, self.max_frame, "control")
         try:
             welcome = self._handshake(sp)
         except _Fatal as e:
-            return self._die(str(e))
+            self.ctl.close()
+            return self._die(str(e), lost=e.lost)
+        self.welcomed = True
         self._heard = time.monotonic()
         self.config = welcome.get("config") or {}
         hb = float(welcome.get("heartbeat_ms") or 0) / 1000.0
@@ -213,7 +224,7 @@ class Server:
                 self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats); exiting" % (3000 * hb), host_gone=True)
             elif self.host_pid > 0 and os.getppid() != self.host_pid:
                 self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid, host_gone=True)
-        if self._host_gone:
+        if self._host_gone and self.remote is None:
             try:
                 self._die(self._exit_msg + "; ending its process group")
             except OSError:
@@ -221,10 +232,13 @@ class Server:
             _kill_own_group()
         self._close_all()
         if self._exit_code:
-            return self._die(self._exit_msg)
+            return self._die(self._exit_msg, lost=self._host_gone)
         return 0
 
-    def _die(self, msg: str) -> int:
+    def _die(self, msg: str, lost: bool = False) -> int:
+        if lost and self.remote is not None:
+            self.lost = msg  # plugvisor.remote.run says it with the retry
+            return 1
         sys.stderr.write("plugin %s: %s\n" % (self.name, msg))
         sys.stderr.flush()
         return 1
@@ -237,11 +251,11 @@ class Server:
             frames = self.ctl.recv()
             sp.settimeout(None)
         except Closed as e:
-            raise _Fatal("handshake: the host closed the connection (%s)" % e) from None
+            raise _Fatal("handshake: the host closed the connection (%s)" % e, lost=True) from None
         except (fr.MalformedFrame, fr.FrameTooLarge) as e:
             raise _Fatal("handshake: %s" % e) from None
         except OSError:
-            raise _Fatal("handshake: no answer from the host within %.0fs" % HANDSHAKE_TIMEOUT) from None
+            raise _Fatal("handshake: no answer from the host within %.0fs" % HANDSHAKE_TIMEOUT, lost=True) from None
         f = frames[0]
         # Frames batched behind the welcome (a ping, an open) are the first requests.
         self._early = frames[1:]
@@ -343,9 +357,14 @@ class Server:
 
     # -- requests
 
+    def _sp_dial(self, addr: str):
+        if self.remote is not None:
+            return self.remote.dial(addr, self.max_frame, HANDSHAKE_TIMEOUT)
+        return dial(addr, self.max_frame, HANDSHAKE_TIMEOUT)
+
     def _dial(self, addr: str, name: str) -> Channel:
         try:
-            c = Channel(dial(addr, self.max_frame, HANDSHAKE_TIMEOUT), self.max_frame, name)
+            c = Channel(self._sp_dial(addr), self.max_frame, name)
         except (Closed, ValueError) as e:
             raise _RequestError("dial %s: %s" % (addr, e)) from None
         with self._lock:
