@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,10 +47,7 @@ func (s *Supervisor) listenExternal() error {
 		Addr: o.Listen, Cert: o.TLSCert, Key: o.TLSKey, ClientCA: o.TLSClientCA,
 		Known:    s.knownExternal,
 		Instance: s.arrive,
-		Log: func(msg string) {
-			s.log.Warn().Str("listen", o.Listen).Msg(msg)
-			s.bus.publish(Event{Type: EventInstanceRefused, Error: msg})
-		},
+		Log:      s.muxLog,
 	})
 	if err != nil {
 		return err
@@ -105,12 +103,21 @@ func (s *Supervisor) arrive(in *transport.Incoming) {
 	}()
 }
 
-// refuse turns an instance away, saying why in the log, the event and to it.
-func (s *Supervisor) refuse(in *transport.Incoming, why string) {
-	s.log.Warn().Str("plugin", in.Name).Str("remote", in.Remote).Str("cert", in.Cert).Msg("instance refused: " + why)
-	s.bus.publish(Event{Type: EventInstanceRefused, Plugin: in.Name, Error: why,
-		Detail: InstanceStatus{Address: in.Remote, Cert: in.Cert, ConnectedSince: in.At}})
-	in.Refuse(why)
+// refuse turns an instance away; the listener logs why (muxLog).
+func (s *Supervisor) refuse(in *transport.Incoming, why string) { in.Refuse(why) }
+
+// muxLog records what the listener refused (at the handshake, or by
+// refuse): a log line and an instance.refused event, whose plugin is the
+// one the certificate named, if it named one.
+func (s *Supervisor) muxLog(msg string) {
+	s.log.Warn().Str("listen", s.opts.Listen).Msg(msg)
+	e := Event{Type: EventInstanceRefused, Error: msg}
+	if rest, ok := strings.CutPrefix(msg, "external instance "); ok {
+		if name, _, ok := strings.Cut(rest, " "); ok && s.knownExternal(name) {
+			e.Plugin = name
+		}
+	}
+	s.bus.publish(e)
 }
 
 func (p *Plugin) isExternal() bool {
