@@ -22,6 +22,7 @@ package sdk
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -153,13 +154,22 @@ func LoggerOf(ctx context.Context) *zerolog.Logger {
 func Serve(p Plugin) {
 	env, ok := EnvFromOS()
 	if !ok {
+		var err error
+		if env, ok, err = remoteFromOS(); err != nil {
+			fmt.Fprintf(os.Stderr, "plugin %s: %v\n", p.Name, err)
+			os.Exit(1)
+		}
+	}
+	if !ok {
 		fmt.Fprintf(os.Stderr, "%s %s is a plugvisor plugin: it must be started by plugvisor.\n"+
-			"Add it to config.toml as a driver, e.g.\n\n  [plugins.%s]\n  driver = %q\n\nthen run `plugvisor dev` (or `make run`).\n",
-			p.Name, p.Version, p.Name, os.Args[0])
+			"Add it to config.toml as a driver, e.g.\n\n  [plugins.%s]\n  driver = %q\n\nthen run `plugvisor dev` (or `make run`).\n"+
+			"To run it elsewhere as an external instance, set %s=tls+tcp://HOST:PORT (the daemon's listen address)\n"+
+			"and %s, %s, %s (see docs/protocol.md, External instances).\n",
+			p.Name, p.Version, p.Name, os.Args[0], transport.EnvConnect, transport.EnvTLSCert, transport.EnvTLSKey, transport.EnvTLSCA)
 		os.Exit(2)
 	}
 	env.ExitOnPanic = true
-	env.WatchParent = true
+	env.WatchParent = env.Remote == nil // an external instance has no parent to watch
 	err := ServeEnv(context.Background(), p, env)
 	if err != nil {
 		msg := err.Error()
@@ -187,6 +197,12 @@ type Env struct {
 	// WatchParent exits when the parent process changes (the host died and
 	// its parent-death signal was lost).
 	WatchParent bool
+
+	// Remote, when set, makes this an external instance: it dials the
+	// daemon's TLS listener instead of Control (Token is empty) and
+	// reconnects with backoff when the daemon goes away.
+	Remote *transport.Remote
+	log    io.Writer // reconnect lines of an external instance; default stderr
 }
 
 // EnvFromOS reads the plugvisor environment; ok is false when the process

@@ -28,6 +28,9 @@ const handshakeTimeout = 10 * time.Second
 // refused handshake, a lost host, a malformed frame, a panicking function.
 // Serve wraps it for plugin binaries; builtins run it in the host's process.
 func ServeEnv(ctx context.Context, p Plugin, env Env) error {
+	if env.Remote != nil {
+		return serveRemote(ctx, p, env)
+	}
 	s, err := newServer(p, env)
 	if err != nil {
 		return err
@@ -52,7 +55,8 @@ type server struct {
 	instances map[string]*instance
 	conns     []*transport.Conn
 
-	heard chan struct{}
+	heard    chan struct{}
+	welcomed bool // the handshake succeeded
 }
 
 type instance struct {
@@ -130,9 +134,9 @@ func (s *server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.ctx = ctx
-	ctl, err := transport.Dial(s.env.Control, transport.Options{MaxFrame: s.env.MaxFrame})
+	ctl, err := s.connect(s.env.Control)
 	if err != nil {
-		return fmt.Errorf("connect to the plugvisor host: %w", err)
+		return lost(fmt.Errorf("connect to the plugvisor host: %w", err))
 	}
 	s.ctl = ctl
 	defer s.closeAll()
@@ -141,7 +145,7 @@ func (s *server) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.config = welcome.Config
+	s.config, s.welcomed = welcome.Config, true
 	s.log = s.log.With().Int("generation", welcome.Generation).Logger()
 
 	for _, f := range early {
@@ -170,14 +174,14 @@ func (s *server) run(ctx context.Context) error {
 		case err := <-s.fatal:
 			return err
 		case <-ctl.Lost():
-			return s.hostGone(errors.New("lost the control channel to the plugvisor host"))
+			return s.hostGone(lost(errors.New("lost the control channel to the plugvisor host")))
 		case <-s.heard:
 			missed = 0
 		case <-silent:
 			// The host pings every interval; three silent ones mean it is gone
 			// or wedged, and a plugin must not outlive its host.
 			if missed++; missed > 3 {
-				return s.hostGone(errors.New("the plugvisor host stopped sending heartbeats"))
+				return s.hostGone(lost(errors.New("the plugvisor host stopped sending heartbeats")))
 			}
 		case <-parent:
 			if os.Getppid() != s.env.HostPID {
@@ -208,7 +212,7 @@ func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, []transp
 	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := s.ctl.Send(ctx, transport.Frame{Type: transport.Hello, Payload: transport.JSON(hello)}); err != nil {
-		return nil, nil, fmt.Errorf("handshake: %w", err)
+		return nil, nil, lost(fmt.Errorf("handshake: %w", err))
 	}
 	type reply struct {
 		frames []transport.Frame
@@ -227,10 +231,10 @@ func (s *server) handshake(ctx context.Context) (*transport.WelcomeMsg, []transp
 	select {
 	case <-ctx.Done():
 		s.ctl.Close()
-		return nil, nil, fmt.Errorf("handshake: no answer from the host within %s", handshakeTimeout)
+		return nil, nil, lost(fmt.Errorf("handshake: no answer from the host within %s", handshakeTimeout))
 	case r := <-ch:
 		if r.err != nil {
-			return nil, nil, fmt.Errorf("handshake: %w", r.err)
+			return nil, nil, lost(fmt.Errorf("handshake: %w", r.err))
 		}
 		switch f := r.frames[0]; f.Type {
 		case transport.Welcome:
@@ -335,7 +339,7 @@ func (s *server) request(f transport.Frame) {
 }
 
 func (s *server) dial(addr string) (*transport.Conn, error) {
-	c, err := transport.Dial(addr, transport.Options{MaxFrame: s.env.MaxFrame})
+	c, err := s.connect(addr)
 	if err != nil {
 		return nil, err
 	}
