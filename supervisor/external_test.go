@@ -244,7 +244,8 @@ func (r *extRig) serveAll(p *supervisor.Plugin, version string) {
 // a source and a sink; the plugin waits for them before.
 func TestExternalInstancesServe(t *testing.T) {
 	r := newExtRig(t, nil)
-	if st := r.p.Status(); st.State != supervisor.StateWaiting || len(st.Instances) != 0 {
+	waitFor(t, "state waiting", 20*time.Second, func() bool { return r.p.Status().State == supervisor.StateWaiting })
+	if st := r.p.Status(); len(st.Instances) != 0 || st.Generation != 0 {
 		t.Fatalf("before any instance: %+v", st)
 	}
 	r.start("geo", false)

@@ -35,7 +35,7 @@ class Collect:
         self.f = open(self.path, "a")
 
     def collect(self, ctx, item):
-        self.f.write(json.dumps(item) + "\n")
+        self.f.write(json.dumps(item, separators=(",", ":")) + "\n")
         self.f.flush()
 
     def close(self, ctx):
