@@ -271,6 +271,46 @@ func (p *Plugin) reloadExternal(ctx context.Context, o ReloadOptions) error {
 		ErrSwapFailed, p.name)
 }
 
+// becomeExternal applies a spec whose driver became "external" to a
+// local plugin: its process is checkpointed and retired, and the plugin
+// waits for an instance, which starts from that checkpoint.
+func (p *Plugin) becomeExternal(spec Spec) (*Report, error) {
+	rep := &Report{At: time.Now()}
+	if old := p.current(); old != nil {
+		rep.From = old.num
+		// As a checkpoint does: hold new calls, let those in flight end,
+		// so the state saved covers every call answered.
+		p.to(phaseCheckpointing, change{activity: ActivitySwapping, events: []Event{{Type: EventSwapStarted}}})
+		dctx, cancel := context.WithTimeout(p.ctx, p.sup.opts.DrainTimeout)
+		_, err := old.waitIdle(dctx)
+		cancel()
+		var ck *checkpoint
+		if err == nil {
+			ck, err = p.snapshot(p.ctx, old, true, nil)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: plugin %s becomes external: %w; generation %d serves on", ErrSwapFailed, p.name, err, old.num)
+			return p.finishReload(rep, phaseServing, old.num, err)
+		}
+		p.ck = ck
+		if err := p.sup.store.save(p.name, ck); err != nil {
+			p.logf(old.num, "saving the checkpoint: %v", err)
+		}
+		rep.StateKeys = ck.scopes.Keys()
+		p.unbind(old)
+		old.retire(p.sup.opts.StopGrace)
+	}
+	p.mu.Lock()
+	p.spec = spec
+	p.mu.Unlock()
+	p.retry, p.consecutive = nil, 0
+	p.logf(rep.From, "driver is external now: waiting for an instance to connect to %s", p.sup.ListenAddr())
+	rep.SwapMS = ms(time.Since(rep.At))
+	p.to(phaseWaiting, change{setCur: true, activity: ActivityIdle, clearErr: true, reload: rep,
+		events: []Event{{Type: EventSwapFinished, Generation: rep.From, Report: rep}}})
+	return rep, nil
+}
+
 // listenRemote opens a channel of an external generation: the control
 // channel on the instance's own connection, every other one on the
 // listener, reserved for connections with the same certificate name.

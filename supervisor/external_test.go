@@ -509,3 +509,52 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A newer instance that cannot take over (a function in use is missing)
+// is refused before anything pauses: it is told to exit (status 0), and
+// the serving instance serves on with its state.
+func TestExternalHandoverRefused(t *testing.T) {
+	r := newExtRig(t, nil)
+	r.start("geo", false)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	r.call(r.p, "count", `"k"`)
+	bad := r.start("geo", false, "PV_TEST_NO_COUNT=1", "PV_TEST_VERSION=2.0.0")
+	e := r.waitEvent(supervisor.EventInstanceRefused, "geo")
+	if !strings.Contains(e.Error, "count") || e.Report == nil || e.Report.PauseMS != 0 {
+		t.Fatalf("refused handover: %+v", e)
+	}
+	if err := bad.waitExit(t); err != nil {
+		t.Fatalf("the refused instance exited with %v, want status 0; stderr:\n%s", err, bad.stderr.String())
+	}
+	if got := r.call(r.p, "count", `"k"`); got != "2" {
+		t.Fatalf("count on the old instance = %s, want 2", got)
+	}
+	if st := r.p.Status(); st.Generation != 1 || st.Instances[0].Version != "1.0.0" || !strings.Contains(st.LastError, "count") {
+		t.Fatalf("status after the refused handover: %+v", st)
+	}
+}
+
+// A local plugin whose driver becomes external (moved to its own
+// container): its process is checkpointed and retired, the plugin waits,
+// and the instance that connects carries on with the state.
+func TestLocalPluginBecomesExternal(t *testing.T) {
+	r := newExtRig(t, nil)
+	p, err := r.sup.Add("mover", helperSpec("plugin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.call(p, "count", `"k"`)
+	r.call(p, "count", `"k"`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := p.Reload(ctx, supervisor.ReloadOptions{Spec: &supervisor.Spec{Kind: supervisor.KindExternal, Driver: "external"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); st.State != supervisor.StateWaiting || st.PID != 0 || st.Kind != supervisor.KindExternal {
+		t.Fatalf("after the driver became external: %+v", st)
+	}
+	r.start("mover", false)
+	if got := r.call(p, "count", `"k"`); got != "3" {
+		t.Fatalf("count on the external instance = %s, want 3", got)
+	}
+}

@@ -67,16 +67,19 @@ var next = map[phase][]phase{
 	// a swap pauses the handles, a checkpoint holds them, the generation
 	// crashes, a stop, or (external) its instance is lost
 	phaseServing:       {phasePaused, phaseCheckpointing, phaseBackoff, phaseStopped, phaseWaiting},
-	phaseCheckpointing: {phaseServing},
+	// (or, the driver became external, the last checkpoint of the local
+	// process holds them until an instance connects)
+	phaseCheckpointing: {phaseServing, phaseWaiting},
 	// every exit from a paused swap either goes on or aborts to N serving
 	phasePaused:    {phaseDraining, phaseServing},
 	phaseDraining:  {phaseRestoring, phaseServing},
 	phaseRestoring: {phaseRetiring, phaseServing},
 	phaseRetiring:  {phaseServing},
-	// the delay ended (or a reload came): start again
-	phaseBackoff: {phaseStarting, phaseStopped},
-	// a reload or a new spec starts again
-	phaseFailed: {phaseStarting, phaseStopped},
+	// the delay ended (or a reload came): start again; or the driver
+	// became external: wait for an instance
+	phaseBackoff: {phaseStarting, phaseStopped, phaseWaiting},
+	// a reload or a new spec starts again (or waits, as above)
+	phaseFailed: {phaseStarting, phaseStopped, phaseWaiting},
 	// an instance connected (it starts from the checkpoint), or a stop
 	phaseWaiting: {phaseStarting, phaseStopped},
 	phaseStopped: nil,

@@ -54,6 +54,9 @@ type swapTx struct {
 
 // swap runs on the loop. With nothing serving a reload is a restart.
 func (p *Plugin) swap(o ReloadOptions) (*Report, error) {
+	if o.Spec != nil && o.Spec.Kind == KindExternal {
+		return p.becomeExternal(*o.Spec) // a local plugin's driver became "external"
+	}
 	old := p.current()
 	if old == nil {
 		return p.restartByReload(o)
