@@ -25,7 +25,7 @@ import (
 // extRig is a supervisor listening for external instances on loopback
 // with a fresh PKI, and one external plugin, "geo".
 type extRig struct {
-	t      *testing.T
+	t      testing.TB
 	pki    *testpki.PKI
 	sup    *supervisor.Supervisor
 	p      *supervisor.Plugin
@@ -33,7 +33,7 @@ type extRig struct {
 	sink   string // the collect sink's file
 }
 
-func newExtRig(t *testing.T, config map[string]any) *extRig {
+func newExtRig(t testing.TB, config map[string]any) *extRig {
 	t.Helper()
 	pki := testpki.New(t)
 	sup, err := supervisor.New(supervisor.Options{StateDir: t.TempDir(),
@@ -121,7 +121,7 @@ func (r *extRig) start(name string, python bool, env ...string) *instance {
 }
 
 // waitExit waits for the instance to exit by itself and returns how.
-func (in *instance) waitExit(t *testing.T) error {
+func (in *instance) waitExit(t testing.TB) error {
 	t.Helper()
 	select {
 	case <-in.exited:
@@ -160,7 +160,7 @@ func (r *extRig) call(p *supervisor.Plugin, fn, in string) string {
 }
 
 // nextItems reads n items of sub as integers.
-func nextItems(t *testing.T, sub *supervisor.Subscription, n int) []int64 {
+func nextItems(t testing.TB, sub *supervisor.Subscription, n int) []int64 {
 	t.Helper()
 	out := make([]int64, 0, n)
 	deadline := time.After(20 * time.Second)
