@@ -36,7 +36,9 @@ type MuxConfig struct {
 	// (checked during the TLS handshake, for control connections).
 	Known func(name string) bool
 	// Instance receives each authenticated control connection; the
-	// receiver owns it (must Listen on it or Refuse it).
+	// receiver owns it (must Listen on it or Refuse it). It runs on the
+	// connection's own goroutine and may block, but Close waits for it;
+	// the instance waits at most 10 s for Listen.
 	Instance func(in *Incoming)
 	Log      func(msg string) // refusals and errors, one line each
 
@@ -174,7 +176,16 @@ func (m *Mux) Close() error {
 	return err
 }
 
-func (m *Mux) logf(format string, args ...any) { m.cfg.Log(fmt.Sprintf(format, args...)) }
+// logf logs one line: control characters a client slipped into what it
+// sent cannot start a forged one.
+func (m *Mux) logf(format string, args ...any) {
+	m.cfg.Log(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, fmt.Sprintf(format, args...)))
+}
 
 // serve accepts connections, at most MaxHandshakes being handshaken at once.
 func (m *Mux) serve() {
@@ -310,7 +321,7 @@ func (m *Mux) pickProto(offered []string, r *route) (string, error) {
 		if p == ALPNControl {
 			return p, nil
 		}
-		if id, ok := strings.CutPrefix(p, alpnChannel); ok {
+		if id, ok := strings.CutPrefix(p, alpnChannel); ok && validMuxID(id) {
 			m.mu.Lock()
 			ch := m.chans[id]
 			m.mu.Unlock()

@@ -253,20 +253,30 @@ func TestMuxRefusals(t *testing.T) {
 		}
 		h.wantLog(t, c.LocalAddr().String(), "not a TLS client")
 	})
-	t.Run("no ALPN", func(t *testing.T) {
-		cert, key := pki.ClientFor("geo2", "geo")
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{
-			Certificates: []tls.Certificate{pair}, RootCAs: pki.CA, ServerName: "localhost"})
-		if err == nil {
-			c.Close()
-			t.Fatal("handshake succeeded")
-		}
-		h.wantLog(t, "refused", "offers no ALPN protocol")
-	})
+	cert, key := pki.ClientFor("geo2", "geo")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		protos []string
+		why    string
+	}{
+		"no ALPN":    {nil, "offers no ALPN protocol"},
+		"other ALPN": {[]string{"h2", "plugvisor.1/x\nforged log line"}, `offers ALPN ["h2" "plugvisor.1/x\nforged log line"]`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{
+				Certificates: []tls.Certificate{pair}, RootCAs: pki.CA, ServerName: "localhost", NextProtos: tc.protos})
+			if err == nil {
+				c.Close()
+				t.Fatal("handshake succeeded")
+			}
+			if l := h.wantLog(t, "refused", tc.why); strings.Contains(l, "\n") {
+				t.Fatalf("log line split by the client: %q", l)
+			}
+		})
+	}
 	select {
 	case <-plugCtl.Lost():
 		t.Fatal("the serving instance's control channel was lost")
@@ -465,4 +475,58 @@ func TestRemoteFromEnvErrors(t *testing.T) {
 			t.Errorf("%s: error %v does not name %s", name, err, tc.want)
 		}
 	}
+}
+
+// At most MaxHandshakes connections are handshaken at once: while a silent
+// client holds the only slot, the next waits in the accept queue, and is
+// served as soon as the slot frees.
+func TestMuxCapsHandshakes(t *testing.T) {
+	pki := testpki.New(t)
+	h := newMuxHostWith(t, pki, transport.MuxConfig{MaxHandshakes: 1, HandshakeTimeout: time.Minute}, "geo")
+	hostport := strings.TrimPrefix(h.Addr(), "tls+tcp://")
+	silent, err := net.Dial("tcp", hostport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	cert, key := pki.ClientFor("", "geo")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Dial("tcp", hostport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(raw, &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pki.CA,
+		ServerName: "localhost", NextProtos: []string{transport.ALPNControl}})
+	defer tc.Close()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- tc.HandshakeContext(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("second handshake ran while the only slot was taken: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	silent.Close()
+	h.wantLog(t, silent.LocalAddr().String(), "closed the connection before completing a TLS handshake")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("second handshake not served after the slot freed")
+	}
+	select {
+	case in := <-h.in:
+		in.Refuse("test over")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no incoming control connection")
+	}
+	h.wantLog(t, "refused: test over")
 }

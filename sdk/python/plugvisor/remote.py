@@ -113,6 +113,7 @@ class Remote:
             raw = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as e:
             raise Closed("connect to %s: %s" % (self.address, e.strerror or e)) from None
+        refused = False  # what a failure after our side of the handshake means
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _keepalive(raw)
@@ -123,7 +124,9 @@ class Remote:
                 raise Closed("the server agreed to ALPN protocol %r, not %r: is this the daemon's [supervisor] "
                              "listen address?" % (got, alpn))
             # In TLS 1.3 the daemon checks our certificate after our side of
-            # the handshake is done: a refusal shows up in the SP header exchange.
+            # the handshake is done: its refusal (an alert, or just the
+            # connection closed or reset) comes during the SP header exchange.
+            refused = True
             return SPSocket(tls, False, max_frame, timeout)
         except ssl.SSLCertVerificationError as e:
             raw.close()
@@ -133,11 +136,11 @@ class Remote:
         except (Closed, OSError) as e:
             raw.close()
             msg = str(e)
-            if "alert" in msg.lower():
-                msg += (" — the daemon refused this instance's certificate: %s must be signed by the daemon's "
-                        "tls_client_ca and name an external plugin of its config" % CERT)
-            raise Closed("TLS to %s: %s" % (self.address, msg)) from None
-
+            if refused or "alert" in msg.lower():
+                msg += (" — the daemon refuses this instance's certificate if this repeats: %s must be signed by "
+                        "the daemon's tls_client_ca and name an external plugin of its config (its log says why)"
+                        % CERT)
+            raise Closed("TLS handshake with %s: %s" % (self.address, msg)) from None
 
 def run(make_server: Callable[["Remote"], Any], remote: Remote, name: str) -> int:
     """Serves sessions until the daemon says shutdown (0) or refuse (1),
