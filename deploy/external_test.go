@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -24,7 +25,7 @@ import (
 // not-ready addresses, and the plugin's environment uses the SDK's
 // variables and reaches that Service at the name its certificate has.
 func TestExternalPluginOverlay(t *testing.T) {
-	dir := filepath.Join("kubernetes", "external-plugin")
+	dir := "external-plugin"
 	k := map[string][]obj{} // kind → documents
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	for _, f := range files {
@@ -152,5 +153,23 @@ func TestExternalPluginOverlay(t *testing.T) {
 	}
 	if st := at(t, dep, "spec", "strategy", "rollingUpdate").(obj); st["maxSurge"] != 0 {
 		t.Fatalf("rolling update %v: the old pod must be terminating (not restarted) when the handover retires it", st)
+	}
+}
+
+// The overlay builds with kustomize (kubectl kustomize, offline), where
+// kubectl is installed: an overlay nested in its base, say, is refused.
+func TestExternalPluginOverlayBuilds(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed")
+	}
+	out, err := exec.Command(kubectl, "kustomize", "external-plugin").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize external-plugin: %v\n%s", err, out)
+	}
+	for _, want := range []string{"name: plugvisor-plugins", "containerPort: 9443", "secretName: plugvisor-listener-tls", "name: geo"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Fatalf("the built overlay has no %q", want)
+		}
 	}
 }
