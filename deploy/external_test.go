@@ -29,18 +29,7 @@ func TestExternalPluginOverlay(t *testing.T) {
 	k := map[string][]obj{} // kind → documents
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var doc obj
-			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
+		for _, doc := range yamlDocs(t, f) {
 			kind, _ := doc["kind"].(string)
 			k[kind] = append(k[kind], doc)
 		}
@@ -171,5 +160,25 @@ func TestExternalPluginOverlayBuilds(t *testing.T) {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Fatalf("the built overlay has no %q", want)
 		}
+	}
+}
+
+// yamlDocs decodes every YAML document of file.
+func yamlDocs(t *testing.T, file string) []obj {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []obj
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc obj
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			return docs
+		} else if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		docs = append(docs, doc)
 	}
 }

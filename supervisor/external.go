@@ -145,19 +145,7 @@ func (p *Plugin) connect(in *transport.Incoming) {
 // connectFirst starts a generation on in from the last checkpoint:
 // waiting → starting → serving, or back to waiting if it cannot.
 func (p *Plugin) connectFirst(in *transport.Incoming) {
-	restart := p.attempted
-	p.attempted = true
-	p.to(phaseStarting, change{})
-	p.mu.Lock()
-	spec := p.spec
-	p.mu.Unlock()
-	num := p.nextGen()
-	g, err := p.startGenerationOn(p.ctx, spec, num, in)
-	if err == nil {
-		if err = p.restoreAndOpen(p.ctx, g, p.ck, true); err != nil {
-			g.abandon(err)
-		}
-	}
+	restart, num, g, err := p.startFromCheckpoint(p.ctx, in)
 	if err != nil {
 		p.logf(num, "instance from %s (%s) could not start: %v", in.Remote, in.Cert, err)
 		p.to(phaseWaiting, change{err: err, events: []Event{{Type: EventInstanceRefused, Generation: num,

@@ -4,9 +4,7 @@ import (
 	"context"
 	"sort"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -51,26 +49,13 @@ func BenchmarkHandoverPause(b *testing.B) {
 	b.ReportMetric(pctMS(loc, 0.99), "local-swap-p99-ms")
 }
 
-// load runs fn while one caller calls count on p back to back.
+// load runs fn while one caller counts on p back to back.
 func load(b *testing.B, p *supervisor.Plugin, fn func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
-			_, err := p.Call(cctx, "count", []byte(`"load"`))
-			ccancel()
-			if err != nil && ctx.Err() == nil {
-				b.Error(err)
-				return
-			}
-		}
-	}()
+	stop := countLoad(p, 1)
 	fn()
-	cancel()
-	wg.Wait()
+	if _, errs := stop(); len(errs) > 0 {
+		b.Fatal(errs)
+	}
 }
 
 func pctMS(v []float64, p float64) float64 {

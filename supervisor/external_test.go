@@ -279,44 +279,14 @@ func TestExternalHandover(t *testing.T) {
 	}
 	defer sub.Close(context.Background())
 
-	const callers = 4
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	counts := make([]int, callers)
-	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := strconv.Quote("k" + strconv.Itoa(c))
-			for n := 1; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				out, err := r.p.Call(ctx, "count", []byte(key))
-				if err != nil {
-					errs <- fmt.Errorf("caller %d, call %d: %w", c, n, err)
-					return
-				}
-				if string(out) != strconv.Itoa(n) {
-					errs <- fmt.Errorf("caller %d: call %d answered %s (lost, repeated or reordered)", c, n, out)
-					return
-				}
-				counts[c] = n
-			}
-		}()
-	}
+	stop := countLoad(r.p, 4)
 	var items []int64
 	items = append(items, nextItems(t, sub, 50)...)
 	r.start("geo", false, "PV_TEST_VERSION=2.0.0")
 	e := r.waitEvent(supervisor.EventInstanceHandedOver, "geo")
 	items = append(items, nextItems(t, sub, 50)...)
-	close(stop)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	counts, errs := stop()
+	for _, err := range errs {
 		t.Error(err)
 	}
 	if err := consecutive(items); err != nil || items[0] != 1 {
@@ -339,7 +309,7 @@ func TestExternalHandover(t *testing.T) {
 		if n == 0 {
 			t.Errorf("caller %d made no call", c)
 		}
-		if got := r.call(r.p, "get", strconv.Quote("k"+strconv.Itoa(c))); got != strconv.Itoa(n) {
+		if got := r.call(r.p, "get", fmt.Sprintf(`"caller%d"`, c)); got != strconv.Itoa(n) {
 			t.Errorf("counter of caller %d is %s after %d calls", c, got, n)
 		}
 	}

@@ -66,7 +66,7 @@ var next = map[phase][]phase{
 	phaseStarting: {phaseServing, phaseBackoff, phaseFailed, phaseStopped, phaseWaiting},
 	// a swap pauses the handles, a checkpoint holds them, the generation
 	// crashes, a stop, or (external) its instance is lost
-	phaseServing:       {phasePaused, phaseCheckpointing, phaseBackoff, phaseStopped, phaseWaiting},
+	phaseServing: {phasePaused, phaseCheckpointing, phaseBackoff, phaseStopped, phaseWaiting},
 	// (or, the driver became external, the last checkpoint of the local
 	// process holds them until an instance connects)
 	phaseCheckpointing: {phaseServing, phaseWaiting},
