@@ -122,14 +122,9 @@ func (g *generation) listen(ch string) (*transport.Conn, error) {
 	return c, nil
 }
 
-// start launches generation num of p and completes the handshake and the
-// call channel. On error nothing of it is left running.
-func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*generation, error) {
-	return p.startGenerationOn(ctx, spec, num, nil)
-}
-
-// startGenerationOn is startGeneration on the connected instance in of an
-// external plugin (nil: launch a local one).
+// startGenerationOn launches generation num of p (in nil), or takes the
+// connected instance in of an external plugin, and completes the
+// handshake and the call channel. On error nothing of it is left running.
 func (p *Plugin) startGenerationOn(ctx context.Context, spec Spec, num int, in *transport.Incoming) (*generation, error) {
 	g := &generation{p: p, num: num, spec: spec, dead: make(chan struct{}), in: in}
 	g.lastHeard.Store(time.Now().UnixNano())
