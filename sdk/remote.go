@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/plugvisor/plugvisor/internal/backoff"
@@ -43,6 +45,7 @@ func remoteFromOS() (env Env, ok bool, err error) {
 		return env, false, err
 	}
 	env.Remote = r
+	env.reload = func() (*transport.Remote, error) { return transport.RemoteFromEnv(os.Getenv) }
 	env.MaxFrame, _ = strconv.Atoi(os.Getenv(transport.EnvMaxFrame))
 	return env, true, nil
 }
@@ -67,8 +70,33 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 	if logw == nil {
 		logw = os.Stderr
 	}
+	leave := make(chan struct{})
+	if env.term != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-env.term:
+				fmt.Fprintf(logw, "plugin %s: SIGTERM: serving on until plugvisor retires this instance or the connection ends\n", p.Name)
+				close(leave)
+			case <-stop:
+			}
+		}()
+	}
 	b := backoff.Backoff{Min: reconnectMin, Max: reconnectMax}
-	for {
+	var reloadErr string
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && env.reload != nil {
+			// Certificates may have been rotated since the last attempt.
+			r, err := env.reload()
+			switch {
+			case err != nil && err.Error() != reloadErr:
+				reloadErr = err.Error()
+				fmt.Fprintf(logw, "plugin %s: keeping the previous TLS files: %v\n", p.Name, err)
+			case err == nil && r != nil:
+				env.Remote, reloadErr = r, ""
+			}
+		}
 		s, err := newServer(p, env)
 		if err != nil {
 			return err
@@ -76,6 +104,12 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 		err = s.run(ctx)
 		if err == nil || ctx.Err() != nil || !errors.As(err, new(hostLost)) {
 			return err
+		}
+		select {
+		case <-leave:
+			fmt.Fprintf(logw, "plugin %s: %v; exiting (SIGTERM)\n", p.Name, err)
+			return nil
+		default:
 		}
 		if s.welcomed {
 			b.Reset() // it served: the next failure starts from the shortest wait
@@ -85,11 +119,50 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
+		case <-leave:
+			t.Stop()
+			return nil
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		}
 	}
+}
+
+// lastWordsGrace bounds the wait for frames the daemon sent just before
+// the connection dropped.
+const lastWordsGrace = 2 * time.Second
+
+// lastWords lets an external instance whose connection just dropped read
+// what the daemon sent before it: a shutdown followed at once by the
+// drop is a shutdown, not a lost daemon to reconnect to. Those frames are
+// already queued when the loss is noticed, so the wait is short unless
+// there are none.
+func (s *server) lastWords() (ok bool, err error) {
+	if s.env.Remote == nil {
+		return false, nil
+	}
+	t := time.NewTimer(lastWordsGrace)
+	defer t.Stop()
+	select {
+	case err := <-s.fatal:
+		return true, err
+	case <-t.C:
+		return false, nil
+	}
+}
+
+// notifyTerm catches SIGTERM for an external instance. An orchestrator
+// sends it to the old instance of a rolling update as soon as the new one
+// runs, while plugvisor may still be handing the old one's work and state
+// over: dying then would lose what it holds since the last checkpoint. So
+// the instance serves on until plugvisor retires it (shutdown, exit 0) or
+// its connection ends; the orchestrator's grace period (SIGKILL) bounds
+// the wait.
+func notifyTerm() <-chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM)
+	return ch
 }
 
 // jitter spreads d by ±20%, so instances that lost the daemon together do

@@ -3,12 +3,18 @@ package sdk
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,8 +156,8 @@ func (i *hostInstance) send(c *transport.Conn, f transport.Frame) {
 }
 
 // welcome accepts the instance and checks a call round trip on a function
-// channel opened through the Mux.
-func (i *hostInstance) welcome(h *remoteHost) {
+// channel opened through the Mux; call checks more.
+func (i *hostInstance) welcome(h *remoteHost) (call func(id uint64)) {
 	t := i.t
 	t.Helper()
 	i.send(i.ctl, transport.Frame{Type: transport.Welcome, Payload: transport.JSON(transport.WelcomeMsg{Plugin: "geo", Generation: 1})})
@@ -166,10 +172,15 @@ func (i *hostInstance) welcome(h *remoteHost) {
 		t.Fatalf("open answered %+v", f)
 	}
 	results := reader(data)
-	i.send(data, transport.Frame{Type: transport.Call, ID: 1, Payload: transport.CallPayload(nil, "double", []byte("21"))})
-	if f := nextFrame(t, results, transport.Result); f.ID != 1 || string(f.Payload) != "42" {
-		t.Fatalf("double(21) = %+v", f)
+	call = func(id uint64) {
+		t.Helper()
+		i.send(data, transport.Frame{Type: transport.Call, ID: id, Payload: transport.CallPayload(nil, "double", []byte("21"))})
+		if f := nextFrame(t, results, transport.Result); f.ID != id || string(f.Payload) != "42" {
+			t.Fatalf("double(21) = %+v", f)
+		}
 	}
+	call(1)
+	return call
 }
 
 var geoPlugin = Plugin{Name: "geoplug", Version: "1.0.0", Functions: map[string]any{
@@ -194,14 +205,18 @@ func (l *lines) Write(b []byte) (int, error) {
 	return l.buf.Write(b)
 }
 
+func (l *lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // wait returns the output once it holds n lines containing every part.
 func (l *lines) wait(t *testing.T, n int, parts ...string) string {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for {
-		l.mu.Lock()
-		s := l.buf.String()
-		l.mu.Unlock()
+		s := l.String()
 		count := 0
 		for _, line := range strings.Split(s, "\n") {
 			ok := line != ""
@@ -230,7 +245,10 @@ func serveAsync(t *testing.T, ctx context.Context, env map[string]string, log *l
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- ServeEnv(ctx, geoPlugin, Env{Remote: r, log: log}) }()
+	reload := func() (*transport.Remote, error) {
+		return transport.RemoteFromEnv(func(k string) string { return env[k] })
+	}
+	go func() { done <- ServeEnv(ctx, geoPlugin, Env{Remote: r, log: log, reload: reload}) }()
 	return done
 }
 
@@ -298,7 +316,7 @@ func TestExternalInstanceRefusedStops(t *testing.T) {
 		t.Fatalf("a refused instance connected again from %s", in.Remote)
 	default:
 	}
-	if s := log.buf.String(); s != "" {
+	if s := log.String(); s != "" {
 		t.Fatalf("refusal logged as a reconnect: %s", s)
 	}
 }
@@ -317,14 +335,14 @@ func TestServeExternalExitCodes(t *testing.T) {
 			base = append(base, kv)
 		}
 	}
-	start := func(env map[string]string) (*exec.Cmd, *bytes.Buffer, chan error) {
+	start := func(env map[string]string) (*exec.Cmd, *lines, chan error) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestServeExternalExitCodes$")
 		cmd.Env = append([]string(nil), base...)
 		for k, v := range env {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		out := newLines()
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -335,9 +353,9 @@ func TestServeExternalExitCodes(t *testing.T) {
 			<-exited
 			exited <- nil
 		})
-		return cmd, &out, exited
+		return cmd, out, exited
 	}
-	code := func(exited chan error, out *bytes.Buffer) int {
+	code := func(exited chan error, out *lines) int {
 		t.Helper()
 		select {
 		case err := <-exited:
@@ -356,13 +374,35 @@ func TestServeExternalExitCodes(t *testing.T) {
 		}
 	}
 
-	_, out, exited := start(h.env(t, "geo"))
+	// SIGTERM (an orchestrator rolling the instance) does not end it while
+	// it serves: it waits for plugvisor to retire it.
+	cmd, out, exited := start(h.env(t, "geo"))
 	i := h.accept(t)
-	i.welcome(h)
+	call := i.welcome(h)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	out.wait(t, 1, "SIGTERM: serving on until plugvisor retires this instance")
+	call(2)
 	i.send(i.ctl, transport.Frame{Type: transport.Shutdown})
 	if c := code(exited, out); c != 0 {
 		t.Fatalf("shutdown: exit %d\n%s", c, out)
 	}
+
+	// SIGTERM while it has no daemon to serve ends it.
+	gone := h.mux.Addr()
+	h.mux.Close()
+	env := h.env(t, "geo")
+	env[transport.EnvConnect] = gone
+	cmd, out, exited = start(env)
+	out.wait(t, 1, "connection refused", "reconnecting")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if c := code(exited, out); c != 0 {
+		t.Fatalf("SIGTERM while disconnected: exit %d\n%s", c, out)
+	}
+	h.listen(t, gone)
 
 	_, out, exited = start(h.env(t, "geo"))
 	i = h.accept(t)
@@ -371,7 +411,7 @@ func TestServeExternalExitCodes(t *testing.T) {
 		t.Fatalf("refuse: exit %d\n%s", c, out)
 	}
 
-	env := h.env(t, "geo")
+	env = h.env(t, "geo")
 	delete(env, transport.EnvTLSKey)
 	_, out, exited = start(env)
 	if c := code(exited, out); c != 1 || !strings.Contains(out.String(), transport.EnvTLSKey+" is not") {
@@ -382,4 +422,110 @@ func TestServeExternalExitCodes(t *testing.T) {
 	if c := code(exited, out); c != 2 || !strings.Contains(out.String(), transport.EnvConnect+"=tls+tcp://HOST:PORT") {
 		t.Fatalf("no environment: exit %d\n%s", c, out)
 	}
+}
+
+// A client certificate rotated on disk is used at the next reconnect: an
+// instance refused for its old certificate gets in with the new one, and
+// a broken file keeps the previous one.
+func TestExternalInstanceReloadsCertificate(t *testing.T) {
+	h := newRemoteHost(t)
+	cert, key := h.pki.ClientFor("instance", "nobody") // names no configured plugin
+	env := h.env(t, "geo")
+	env[transport.EnvTLSCert], env[transport.EnvTLSKey] = cert, key
+	log := newLines()
+	done := serveAsync(t, context.Background(), env, log)
+	log.wait(t, 1, "refused by the server during the TLS handshake", "reconnecting")
+	if err := os.WriteFile(key, []byte("half a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log.wait(t, 1, "keeping the previous TLS files", transport.EnvTLSKey)
+	h.pki.ClientFor("instance", "geo") // rotated: now names plugin geo
+	i := h.accept(t)
+	i.welcome(h)
+	i.send(i.ctl, transport.Frame{Type: transport.Shutdown})
+	if err := waitServe(t, done); err != nil {
+		t.Fatalf("shutdown: ServeEnv = %v, want nil", err)
+	}
+	if n := strings.Count(log.String(), "keeping the previous TLS files"); n != 1 {
+		t.Fatalf("the same reload error logged %d times:\n%s", n, log)
+	}
+}
+
+// A host written from docs/protocol.md §5 alone — TLS with ALPN, SP
+// header, length-prefixed frames — that welcomes the instance, tells it
+// to shut down and drops the connection at once: the instance exits
+// (nil) instead of taking the drop for a lost daemon and reconnecting.
+func TestExternalInstanceShutdownThenDrop(t *testing.T) {
+	pki := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(pki.File("server.pem"), pki.File("server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pki.CA,
+		ClientAuth: tls.RequireAndVerifyClientCert, NextProtos: []string{transport.ALPNControl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hostErr := make(chan error, 1)
+	go func() { hostErr <- shutdownThenDrop(ln) }()
+	ccert, ckey := pki.ClientFor("", "geo")
+	env := map[string]string{transport.EnvConnect: "tls+tcp://" + ln.Addr().String(), transport.EnvTLSCert: ccert,
+		transport.EnvTLSKey: ckey, transport.EnvTLSCA: pki.File("ca.pem")}
+	log := newLines()
+	if err := waitServe(t, serveAsync(t, context.Background(), env, log)); err != nil {
+		t.Fatalf("ServeEnv = %v, want nil\n%s", err, log)
+	}
+	if err := <-hostErr; err != nil {
+		t.Fatal(err)
+	}
+	if s := log.String(); s != "" {
+		t.Fatalf("shutdown taken for a lost daemon:\n%s", s)
+	}
+}
+
+func shutdownThenDrop(ln net.Listener) error {
+	c, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	tc := c.(*tls.Conn)
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != transport.ALPNControl {
+		return fmt.Errorf("ALPN %q", p)
+	}
+	header := []byte{0, 'S', 'P', 0, 0, 0x10, 0, 0}
+	if _, err := c.Write(header); err != nil {
+		return err
+	}
+	peer := make([]byte, 8)
+	if _, err := io.ReadFull(c, peer); err != nil || !bytes.Equal(peer, header) {
+		return fmt.Errorf("SP header %x: %v", peer, err)
+	}
+	var n [8]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return err
+	}
+	body := make([]byte, binary.BigEndian.Uint64(n[:]))
+	if _, err := io.ReadFull(c, body); err != nil {
+		return err
+	}
+	if f, err := transport.ParseFrame(body); err != nil || f.Type != transport.Hello {
+		return fmt.Errorf("first frame %v: %v", f.Type, err)
+	}
+	var out []byte
+	for _, f := range []transport.Frame{
+		{Type: transport.Welcome, Payload: transport.JSON(transport.WelcomeMsg{Plugin: "geo", Generation: 1})},
+		{Type: transport.Shutdown},
+	} {
+		b := transport.AppendFrame(nil, f)
+		out = binary.BigEndian.AppendUint64(out, uint64(len(b)))
+		out = append(out, b...)
+	}
+	_, err = c.Write(out)
+	return err
 }

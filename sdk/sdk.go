@@ -149,7 +149,10 @@ func LoggerOf(ctx context.Context) *zerolog.Logger {
 }
 
 // Serve runs the plugin until plugvisor shuts it down, then exits. It
-// never returns. Started by hand (no plugvisor environment), it says so and
+// never returns. With PLUGVISOR_CONNECT (and the PLUGVISOR_TLS_* files) it
+// is an external instance: it connects out to the daemon's TLS listener
+// and reconnects when the daemon goes away (docs/protocol.md, External
+// instances). Started by hand with neither environment, it says so and
 // exits with status 2.
 func Serve(p Plugin) {
 	env, ok := EnvFromOS()
@@ -170,6 +173,9 @@ func Serve(p Plugin) {
 	}
 	env.ExitOnPanic = true
 	env.WatchParent = env.Remote == nil // an external instance has no parent to watch
+	if env.Remote != nil {
+		env.term = notifyTerm()
+	}
 	err := ServeEnv(context.Background(), p, env)
 	if err != nil {
 		msg := err.Error()
@@ -202,7 +208,11 @@ type Env struct {
 	// daemon's TLS listener instead of Control (Token is empty) and
 	// reconnects with backoff when the daemon goes away.
 	Remote *transport.Remote
-	log    io.Writer // reconnect lines of an external instance; default stderr
+	log    io.Writer        // reconnect lines of an external instance; default stderr
+	term   <-chan os.Signal // SIGTERM of an external instance (Serve only)
+	// reload re-reads an external instance's TLS files before each
+	// reconnect, so rotated certificates are used without a restart.
+	reload func() (*transport.Remote, error)
 }
 
 // EnvFromOS reads the plugvisor environment; ok is false when the process

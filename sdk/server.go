@@ -174,6 +174,9 @@ func (s *server) run(ctx context.Context) error {
 		case err := <-s.fatal:
 			return err
 		case <-ctl.Lost():
+			if ok, err := s.lastWords(); ok {
+				return err
+			}
 			return s.hostGone(lost(errors.New("lost the control channel to the plugvisor host")))
 		case <-s.heard:
 			missed = 0

@@ -33,7 +33,8 @@ type MuxConfig struct {
 	Addr                string // "tls+tcp://host:port" (port 0 allowed: Addr() tells the bound one)
 	Cert, Key, ClientCA string // PEM file paths
 	// Known reports whether name is a configured external plugin
-	// (checked during the TLS handshake, for control connections).
+	// (checked during the TLS handshake, for control connections; called
+	// concurrently).
 	Known func(name string) bool
 	// Instance receives each authenticated control connection; the
 	// receiver owns it (must Listen on it or Refuse it). It runs on the
@@ -55,9 +56,11 @@ type MuxConfig struct {
 // external instance: each connection is routed by the ALPN protocol it
 // negotiated, and admitted only for the plugin its client certificate names.
 type Mux struct {
-	cfg  MuxConfig
-	ln   net.Listener
-	base *tls.Config
+	cfg MuxConfig
+	ln  net.Listener
+	// tls holds the server configuration, reloaded when the PEM files
+	// change (certificates rotated by cert-manager or by hand).
+	tls  tlsFiles
 	addr string
 	sem  chan struct{}
 	done chan struct{}
@@ -98,11 +101,11 @@ func ListenMux(c MuxConfig) (*Mux, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", hostport)
+	ln, err := net.Listen("tcp", strings.TrimPrefix(hostport, "*")) // tls+tcp://*:PORT as in mangos
 	if err != nil {
 		return nil, fmt.Errorf("[supervisor] listen = %q: %w (is the port in use? pick another or stop what holds it)", c.Addr, err)
 	}
-	m := &Mux{cfg: c, ln: ln, base: base, addr: "tls+tcp://" + ln.Addr().String(),
+	m := &Mux{cfg: c, ln: ln, tls: tlsFiles{conf: base, stamp: fileStamp(c.Cert, c.Key, c.ClientCA)}, addr: "tls+tcp://" + ln.Addr().String(),
 		sem: make(chan struct{}, c.MaxHandshakes), done: make(chan struct{}),
 		conns: map[*muxConn]struct{}{}, chans: map[string]*muxChannel{}}
 	m.wg.Add(1)
@@ -249,7 +252,8 @@ func (m *Mux) handshake(c *muxConn) {
 	}})
 	remote := c.RemoteAddr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.HandshakeTimeout)
-	// The deadline also bounds the SP header exchange that follows.
+	// Also bounds the TLS layer's reads and writes; deliver sets a fresh
+	// one for the SP header exchange.
 	_ = c.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -285,7 +289,10 @@ func (m *Mux) refusal(r route, err error) string {
 		if len(ve.UnverifiedCertificates) > 0 {
 			cn = ve.UnverifiedCertificates[0].Subject.CommonName
 		}
-		return fmt.Sprintf("client certificate CN=%q is not signed by tls_client_ca: %v", cn, ve.Err)
+		if errors.As(ve.Err, new(x509.UnknownAuthorityError)) {
+			return fmt.Sprintf("client certificate CN=%q is not signed by tls_client_ca: %v", cn, ve.Err)
+		}
+		return fmt.Sprintf("client certificate CN=%q is not valid for a client: %v", cn, ve.Err)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Sprintf("no TLS handshake within %s", m.cfg.HandshakeTimeout)
 	case errors.Is(err, io.EOF):
@@ -304,7 +311,7 @@ func (m *Mux) configFor(h *tls.ClientHelloInfo, r *route) (*tls.Config, error) {
 		r.why = err.Error()
 		return nil, err
 	}
-	c := m.base.Clone()
+	c := m.tlsConfig().Clone()
 	c.NextProtos = []string{proto}
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
 		if err := m.identify(cs, r); err != nil {
@@ -464,7 +471,7 @@ func (m *Mux) drop(id string) {
 
 // track registers an accepted connection, or closes it if the mux is closing.
 func (m *Mux) track(raw net.Conn) *muxConn {
-	c := &muxConn{Conn: raw, m: m}
+	c := &muxConn{Conn: raw, m: m, closed: make(chan struct{})}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -479,9 +486,10 @@ func (m *Mux) track(raw net.Conn) *muxConn {
 // channel) when closed.
 type muxConn struct {
 	net.Conn
-	m    *Mux
-	ch   *muxChannel // channel it was routed to; guarded by m.mu
-	once sync.Once
+	m      *Mux
+	ch     *muxChannel // channel it was routed to; guarded by m.mu
+	once   sync.Once
+	closed chan struct{}
 }
 
 // pipeConn is the TLS connection a mangos pipe runs on. A failed write
@@ -499,6 +507,7 @@ func (c *pipeConn) Write(b []byte) (int, error) {
 
 func (c *muxConn) Close() error {
 	c.once.Do(func() {
+		close(c.closed)
 		c.m.mu.Lock()
 		delete(c.m.conns, c)
 		if c.ch != nil && c.ch.busy == c {
@@ -531,8 +540,9 @@ func (in *Incoming) take() bool {
 }
 
 // Listen turns the accepted control connection into the generation's
-// control Conn (the SP handshake happens here, bounded by the
-// handshake timeout).
+// control Conn: it returns once the SP handshake is done and the instance
+// attached, or with an error if the instance went away first (bounded by
+// the handshake timeout).
 func (in *Incoming) Listen(o Options) (*Conn, error) {
 	if !in.take() {
 		return nil, fmt.Errorf("control connection of %s from %s was already taken or refused", in.Name, in.Remote)
@@ -547,7 +557,19 @@ func (in *Incoming) Listen(o Options) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	// The handshake deadline closes the connection if the instance is
+	// silent; the timer is a backstop.
+	t := time.NewTimer(2 * in.m.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case <-c.Attached():
+		return c, nil
+	case <-in.c.closed:
+	case <-t.C:
+	}
+	in.c.Close()
+	c.Close()
+	return nil, fmt.Errorf("external instance %s from %s went away before its control channel was up", in.Name, in.Remote)
 }
 
 // Refuse closes the connection, logging why.

@@ -260,14 +260,22 @@ func TestMuxRefusals(t *testing.T) {
 	}
 	for name, tc := range map[string]struct {
 		protos []string
+		certs  []tls.Certificate
 		why    string
 	}{
-		"no ALPN":    {nil, "offers no ALPN protocol"},
-		"other ALPN": {[]string{"h2", "plugvisor.1/x\nforged log line"}, `offers ALPN ["h2" "plugvisor.1/x\nforged log line"]`},
+		"no ALPN":            {nil, []tls.Certificate{pair}, "offers no ALPN protocol"},
+		"other ALPN":         {[]string{"h2", "plugvisor.1/x\nforged log line"}, []tls.Certificate{pair}, `offers ALPN ["h2" "plugvisor.1/x\nforged log line"]`},
+		"no certificate":     {[]string{transport.ALPNControl}, nil, "didn't provide a certificate"},
+		"server certificate": {[]string{transport.ALPNControl}, []tls.Certificate{serverPair(t, pki)}, `CN="plugvisor" is not valid for a client: x509: certificate specifies an incompatible key usage`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{
-				Certificates: []tls.Certificate{pair}, RootCAs: pki.CA, ServerName: "localhost", NextProtos: tc.protos})
+				Certificates: tc.certs, RootCAs: pki.CA, ServerName: "localhost", NextProtos: tc.protos})
+			if err == nil {
+				// TLS 1.3: the client learns of the refusal on its first read.
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err = c.Read(make([]byte, 1))
+			}
 			if err == nil {
 				c.Close()
 				t.Fatal("handshake succeeded")
@@ -293,7 +301,7 @@ func TestMuxRefusals(t *testing.T) {
 // occupied takes its rightful connection afterwards.
 func TestMuxSilentClientsTimeOut(t *testing.T) {
 	pki := testpki.New(t)
-	h := newMuxHostWith(t, pki, transport.MuxConfig{HandshakeTimeout: 300 * time.Millisecond}, "geo")
+	h := newMuxHostWith(t, pki, transport.MuxConfig{HandshakeTimeout: time.Second}, "geo")
 	hostport := strings.TrimPrefix(h.Addr(), "tls+tcp://")
 	raw, err := net.Dial("tcp", hostport)
 	if err != nil {
@@ -304,7 +312,7 @@ func TestMuxSilentClientsTimeOut(t *testing.T) {
 	if _, err := raw.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
 		t.Fatalf("silent TCP client not dropped by the host: %v", err)
 	}
-	h.wantLog(t, raw.LocalAddr().String(), "no TLS handshake within 300ms")
+	h.wantLog(t, raw.LocalAddr().String(), "no TLS handshake within 1s")
 
 	ch, err := h.Listen("geo", transport.Options{})
 	if err != nil {
@@ -393,13 +401,93 @@ func TestMuxSpeaksMangosTLS(t *testing.T) {
 	}
 }
 
-// Closing the Mux drops every connection: the plugin side sees it lost.
+// tlsClient completes a TLS handshake as plugin geo offering protos, and
+// then does nothing.
+func tlsClient(t *testing.T, h *muxHost, protos ...string) *tls.Conn {
+	t.Helper()
+	cert, key := h.pki.ClientFor("", "geo")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"), &tls.Config{Certificates: []tls.Certificate{pair},
+		RootCAs: h.pki.CA, ServerName: "localhost", NextProtos: protos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (h *muxHost) incoming(t *testing.T) *transport.Incoming {
+	t.Helper()
+	select {
+	case in := <-h.in:
+		return in
+	case <-time.After(10 * time.Second):
+		t.Fatal("no incoming control connection")
+		return nil
+	}
+}
+
+// An instance that goes away before the host listens on its control
+// connection makes Listen fail at once, not hang.
+func TestMuxIncomingGoneBeforeListen(t *testing.T) {
+	pki := testpki.New(t)
+	h := newMuxHostWith(t, pki, transport.MuxConfig{HandshakeTimeout: time.Minute}, "geo")
+	c := tlsClient(t, h, transport.ALPNControl)
+	in := h.incoming(t)
+	c.Close()
+	done := make(chan error, 1)
+	go func() {
+		ctl, err := in.Listen(transport.Options{})
+		if ctl != nil {
+			ctl.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "went away") {
+			t.Fatalf("Listen = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Listen hangs on a vanished instance")
+	}
+	if _, err := in.Listen(transport.Options{}); err == nil {
+		t.Fatal("second Listen on one Incoming succeeded")
+	}
+}
+
+// Closing the Mux drops every connection — attached instances, a held
+// Incoming, a handshake in progress — promptly: the plugin side sees
+// them lost, and no goroutine is left (goleak in TestMain).
 func TestMuxCloseDropsInstances(t *testing.T) {
 	pki := testpki.New(t)
-	h := newMuxHost(t, pki, "geo")
+	h := newMuxHostWith(t, pki, transport.MuxConfig{HandshakeTimeout: time.Minute}, "geo")
 	_, plugCtl, _, plugData := h.attach(t, h.remote(t, pki, "geo"), "geo")
-	if err := h.Close(); err != nil {
+	held := tlsClient(t, h, transport.ALPNControl)
+	h.incoming(t) // held, never listened on
+	silent, err := net.Dial("tcp", strings.TrimPrefix(h.Addr(), "tls+tcp://"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer silent.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- h.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Mux.Close hangs")
+	}
+	for _, c := range []net.Conn{held, silent} {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+			t.Fatalf("connection from %s still open after Mux.Close: %v", c.LocalAddr(), err)
+		}
 	}
 	for _, c := range []*transport.Conn{plugCtl, plugData} {
 		select {
@@ -522,11 +610,74 @@ func TestMuxCapsHandshakes(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("second handshake not served after the slot freed")
 	}
-	select {
-	case in := <-h.in:
-		in.Refuse("test over")
-	case <-time.After(10 * time.Second):
-		t.Fatal("no incoming control connection")
-	}
+	h.incoming(t).Refuse("test over")
 	h.wantLog(t, "refused: test over")
+}
+
+// serverPair is the daemon's own certificate, used as a client one.
+func serverPair(t *testing.T, pki *testpki.PKI) tls.Certificate {
+	t.Helper()
+	p, err := tls.LoadX509KeyPair(pki.File("server.pem"), pki.File("server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Rotated certificate files are picked up by the next connection without
+// a restart; files that do not load keep the previous ones.
+func TestMuxReloadsCertificates(t *testing.T) {
+	pki := testpki.New(t)
+	h := newMuxHost(t, pki, "geo")
+	next := testpki.New(t) // the CA the client certificates move to
+	r := h.remote(t, next, "geo")
+	ch, err := h.Listen("geo", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if c, err := waitDial(t, dialAsync(r, ch.Addr())); err == nil {
+		c.Close()
+		t.Fatal("certificate of a CA not yet trusted accepted")
+	}
+	h.wantLog(t, "is not signed by tls_client_ca")
+
+	// During the rotation tls_client_ca holds both CAs.
+	bundle := readFile(t, pki.File("ca.pem")) + readFile(t, next.File("ca.pem"))
+	writeFile(t, pki.File("ca.pem"), bundle)
+	plug, err := waitDial(t, dialAsync(r, ch.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wantLog(t, "reloaded the TLS certificates")
+	exchange(t, ch, plug, 1)
+
+	writeFile(t, pki.File("server.key"), "half a key")
+	ch2, err := h.Listen("geo", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch2.Close()
+	plug2, err := waitDial(t, dialAsync(r, ch2.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wantLog(t, "keeping the previous TLS certificates", "tls_key")
+	exchange(t, ch2, plug2, 2)
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func writeFile(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -65,6 +65,7 @@ def serve(name: str, version: str, functions: Optional[Dict[str, Callable]] = No
         except remote.ConfigError as e:
             _refuse_to_run("plugin %s: %s\n" % (name, e))
         _setup_logging(name)
+        remote.exit_on_sigterm(name)
         logging.getLogger("plugvisor").info("external instance of %s %s: connecting to %s", name, version, where.address)
         code = remote.run(lambda r: Server(name, version, functions, sources, sinks, state_version, migrate,
                                            env=remote.strip_local(env), schemas=schemas, remote=r), where, name)

@@ -18,8 +18,10 @@ A lost connection (or a failed TLS handshake) is retried with backoff,
 each failure one line on stderr; shutdown exits 0, refuse exits 1.
 """
 
+import os
 import random
 import re
+import signal
 import socket
 import ssl
 import sys
@@ -158,6 +160,20 @@ def run(make_server: Callable[["Remote"], Any], remote: Remote, name: str) -> in
         sys.stderr.flush()
         time.sleep(wait)  # the backoff itself
         delay = min(delay * 2, BACKOFF_MAX)
+
+
+def exit_on_sigterm(name: str) -> None:
+    """SIGTERM ends the instance (status 143), as it ends a Go plugin. Python
+    leaves SIGTERM at its default, which the kernel ignores for PID 1 — the
+    plugin's process in its own container — so a pod would otherwise hang
+    until its grace period runs out and it is killed. The daemon sees the
+    connection lost, as for any instance that vanishes."""
+    def on_term(signum, frame):
+        sys.stderr.write("plugin %s: terminated (SIGTERM)\n" % name)
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _no_password() -> bytes:

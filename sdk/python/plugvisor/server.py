@@ -221,7 +221,8 @@ class Server:
         tick = min(hb, PARENT_CHECK) if hb else PARENT_CHECK
         while not self._exit.wait(tick):
             if hb and time.monotonic() - self._heard > 3 * hb:
-                self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats); exiting" % (3000 * hb), host_gone=True)
+                self._fatal("the plugvisor host sent nothing for %.0f ms (3 heartbeats)%s"
+                            % (3000 * hb, "" if self.remote else "; exiting"), host_gone=True)
             elif self.host_pid > 0 and os.getppid() != self.host_pid:
                 self._fatal("the plugvisor host (pid %d) is gone; exiting" % self.host_pid, host_gone=True)
         if self._host_gone and self.remote is None:

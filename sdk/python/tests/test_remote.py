@@ -154,7 +154,7 @@ class Daemon:
         self.conns.append(c)
         return c
 
-    def session(self, test, proc, generation):
+    def session(self, test, proc, generation, heartbeat_ms=0):
         """Accepts a control connection and runs the handshake to welcome."""
         c = self.accept(["plugvisor.1"])
         test.assertEqual(c.alpn, "plugvisor.1")
@@ -166,7 +166,7 @@ class Daemon:
         test.assertEqual((h["protocol"], h["token"], h["pid"]), (1, "", proc.pid))
         test.assertEqual((h["manifest"]["name"], h["manifest"]["version"]), ("geo", "1.2.0"))
         c.send(fr.WELCOME, 0, json.dumps({"plugin": "geo", "generation": generation, "config": {},
-                                          "heartbeat_ms": 0}).encode())
+                                          "heartbeat_ms": heartbeat_ms}).encode())
         return c
 
 
@@ -181,8 +181,11 @@ class Plugin:
             f.write(PLUGIN)
         full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": SDK}
         full.update(env)
+        # Its own process group, as PID 1 of a container is: a plugin that
+        # took a lost daemon for a dead parent would kill the group, itself too.
         self.p = subprocess.Popen([sys.executable, main], env=full, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
         self.pid = self.p.pid
         self.lines = queue.Queue()
         self.seen = []
@@ -298,6 +301,16 @@ class RemoteTest(unittest.TestCase):
         ctl.send(fr.SHUTDOWN)
         self.assertEqual(p.wait(), 0, p.seen)
 
+    def test_heartbeat_silence_reconnects(self):
+        d = Daemon(self, self.pki)
+        p = Plugin(self, connect_env(self.pki, d.address))
+        d.session(self, p, 1, heartbeat_ms=100)  # and then never a ping
+        line = p.wait_line("sent nothing for 300 ms (3 heartbeats)", "reconnecting in")
+        self.assertNotIn("exiting", line)
+        ctl = d.session(self, p, 2)
+        ctl.send(fr.SHUTDOWN)
+        self.assertEqual(p.wait(), 0, p.seen)
+
     def test_tls_failures_are_logged_and_retried(self):
         d = Daemon(self, self.pki)
         p = Plugin(self, connect_env(self.pki, d.address))
@@ -327,6 +340,16 @@ class RemoteTest(unittest.TestCase):
         for i, w in enumerate(waits):
             base = remote.BACKOFF_MIN * 2 ** i
             self.assertTrue(base * 0.8 - 0.01 <= w <= base * 1.2 + 0.01, (i, waits))
+
+    def test_sigterm_exits_even_while_connected(self):
+        d = Daemon(self, self.pki)
+        p = Plugin(self, connect_env(self.pki, d.address))
+        d.session(self, p, 1)
+        p.p.terminate()
+        # 143 from the SDK's handler: the default disposition would give
+        # -15 here, and nothing at all as PID 1 of a container.
+        self.assertEqual(p.wait(), 143, p.seen)
+        self.assertIn("plugin geo: terminated (SIGTERM)", p.seen)
 
     def test_refuse_exits_1_with_the_reason(self):
         d = Daemon(self, self.pki)
