@@ -235,7 +235,7 @@ func (p *Plugin) noInstance(cause error) error {
 	if a := p.sup.ListenAddr(); a != "" {
 		where = "instances connect to " + a + " with a client certificate named " + p.name
 	}
-	return fmt.Errorf("%w: waited for an instance of external plugin %s: %w (%s)", ErrNoInstance, p.name, cause, where)
+	return fmt.Errorf("external plugin %s: %w (the call waited until %w); %s", p.name, ErrNoInstance, cause, where)
 }
 
 // reloadExternal refuses a reload of an external plugin: its reload is a
