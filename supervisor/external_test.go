@@ -34,11 +34,17 @@ type extRig struct {
 }
 
 func newExtRig(t testing.TB, config map[string]any) *extRig {
+	return newExtRigWith(t, config, supervisor.Options{RemoteHeartbeatTimeout: 5 * time.Second})
+}
+
+// newExtRigWith is newExtRig with some options (heartbeats) set.
+func newExtRigWith(t testing.TB, config map[string]any, o supervisor.Options) *extRig {
 	t.Helper()
 	pki := testpki.New(t)
-	sup, err := supervisor.New(supervisor.Options{StateDir: t.TempDir(),
-		Listen: "tls+tcp://127.0.0.1:0", TLSCert: pki.File("server.pem"), TLSKey: pki.File("server.key"), TLSClientCA: pki.File("ca.pem"),
-		StopGrace: 2 * time.Second, RemoteHeartbeatInterval: 200 * time.Millisecond, RemoteHeartbeatTimeout: 5 * time.Second})
+	o.StateDir, o.Listen = t.TempDir(), "tls+tcp://127.0.0.1:0"
+	o.TLSCert, o.TLSKey, o.TLSClientCA = pki.File("server.pem"), pki.File("server.key"), pki.File("ca.pem")
+	o.StopGrace, o.RemoteHeartbeatInterval = 2*time.Second, 200*time.Millisecond
+	sup, err := supervisor.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,5 +532,39 @@ func TestLocalPluginBecomesExternal(t *testing.T) {
 	r.start("mover", false)
 	if got := r.call(p, "count", `"k"`); got != "3" {
 		t.Fatalf("count on the external instance = %s, want 3", got)
+	}
+}
+
+// A frozen instance (SIGSTOP: a partition, a stuck node) answers no
+// heartbeats: after remote_heartbeat_timeout it is lost and the plugin
+// waits; thawed, it finds its connection gone, reconnects by itself and
+// serves again from the checkpoint.
+func TestExternalFrozenInstance(t *testing.T) {
+	r := newExtRigWith(t, nil, supervisor.Options{RemoteHeartbeatTimeout: time.Second})
+	in := r.start("geo", false)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	r.call(r.p, "count", `"k"`)
+	if err := r.p.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	e := r.waitEvent(supervisor.EventInstanceLost, "geo")
+	if !strings.Contains(e.Error, "remote_heartbeat_timeout") {
+		t.Fatalf("lost: %+v, want the heartbeat timeout named", e)
+	}
+	if st := r.p.Status(); st.State != supervisor.StateWaiting {
+		t.Fatalf("status of a frozen instance's plugin: %+v", st)
+	}
+	if err := in.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	r.waitEvent(supervisor.EventPluginRestarted, "geo")
+	if got := r.call(r.p, "count", `"k"`); got != "2" {
+		t.Fatalf("count on the thawed instance = %s, want 2", got)
+	}
+	if !strings.Contains(in.stderr.String(), "reconnecting") {
+		t.Fatalf("the instance did not say it reconnects:\n%s", in.stderr.String())
 	}
 }
