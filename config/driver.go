@@ -18,12 +18,11 @@ type Kind string
 
 // Driver kinds (also reported by the HTTP API).
 const (
-	KindBuiltin  Kind = "builtin"  // in the host, over an in-memory transport
-	KindBinary   Kind = "binary"   // a local executable, swapped when it changes
-	KindSource   Kind = "source"   // a Go package folder, compiled and watched
-	KindRemote   Kind = "remote"   // a repository fetched with go-getter, then built
-	KindCommand  Kind = "command"  // a folder with plugin.json, run as its manifest says
-	KindExternal Kind = "external" // never started: its instances connect to [supervisor] listen
+	KindBuiltin Kind = "builtin" // in the host, over an in-memory transport
+	KindBinary  Kind = "binary"  // a local executable, swapped when it changes
+	KindSource  Kind = "source"  // a Go package folder, compiled and watched
+	KindRemote  Kind = "remote"  // a repository fetched with go-getter, then built
+	KindCommand Kind = "command" // a folder with plugin.json, run as its manifest says
 )
 
 // Driver is a resolved driver string.

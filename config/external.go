@@ -14,6 +14,10 @@ import (
 // DriverExternal is the driver string of an external plugin.
 const DriverExternal = "external"
 
+// KindExternal is the Kind of an external plugin: never started by
+// plugvisor, its instances connect to [supervisor] listen.
+const KindExternal Kind = "external"
+
 // ListenScheme prefixes [supervisor] listen.
 const ListenScheme = "tls+tcp://"
 
