@@ -53,6 +53,7 @@ func (s *Supervisor) listenExternal() error {
 		return err
 	}
 	s.mux = m
+	s.log.Info().Str("listen", m.Addr()).Msg("listening for external instances")
 	return nil
 }
 
@@ -231,7 +232,7 @@ func (p *Plugin) noInstance(cause error) error {
 	if p.phaseNow() != phaseWaiting {
 		return nil
 	}
-	where := "no listener is configured ([supervisor] listen)"
+	where := "this plugvisor has no listener for external instances: set [supervisor] listen (it applies after a restart)"
 	if a := p.sup.ListenAddr(); a != "" {
 		where = "instances connect to " + a + " with a client certificate named " + p.name
 	}

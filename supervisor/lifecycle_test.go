@@ -590,7 +590,7 @@ func TestExternalWaitsForAnInstance(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := p.Call(ctx, "count", nil); !errors.Is(err, ErrNoInstance) || !strings.Contains(err.Error(), "no listener is configured") {
+	if _, err := p.Call(ctx, "count", nil); !errors.Is(err, ErrNoInstance) || !strings.Contains(err.Error(), "no listener for external instances") {
 		t.Fatalf("call while waiting: %v", err)
 	}
 	if _, err := p.Reload(context.Background(), ReloadOptions{}); !errors.Is(err, ErrSwapFailed) || !strings.Contains(err.Error(), "is external") {
