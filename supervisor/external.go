@@ -82,22 +82,44 @@ func (s *Supervisor) isClosing() bool {
 	return s.closed
 }
 
+// maxArriving bounds the instances of one plugin waiting for its loop
+// (each holds a connection): a crash-looping Deployment or a flood from
+// a leaked certificate is refused beyond it, not queued without end.
+const maxArriving = 4
+
 // arrive takes an authenticated control connection to its plugin's loop,
 // without holding up the listener.
 func (s *Supervisor) arrive(in *transport.Incoming) {
 	s.mu.Lock()
 	p, ok := s.plugins[in.Name]
-	closed := s.closed
+	s.mu.Unlock()
+	if !ok || !p.isExternal() {
+		s.refuse(in, fmt.Sprintf("no plugin %q with driver \"external\" is configured", in.Name))
+		return
+	}
+	s.mu.Lock()
+	closed, queued := s.closed, s.arriving[in.Name]
+	if !closed && queued < maxArriving {
+		if s.arriving == nil {
+			s.arriving = map[string]int{}
+		}
+		s.arriving[in.Name]++
+	}
 	s.mu.Unlock()
 	switch {
 	case closed:
 		s.refuse(in, "plugvisor is shutting down")
 		return
-	case !ok || !p.isExternal():
-		s.refuse(in, fmt.Sprintf("no plugin %q with driver \"external\" is configured", in.Name))
+	case queued >= maxArriving:
+		s.refuse(in, fmt.Sprintf("%d instances of %s are already waiting to connect; try again later", queued, in.Name))
 		return
 	}
 	go func() {
+		defer func() {
+			s.mu.Lock()
+			s.arriving[in.Name]--
+			s.mu.Unlock()
+		}()
 		if err := p.do(p.ctx, func() { p.connect(in) }); err != nil {
 			s.refuse(in, fmt.Sprintf("plugin %s is being removed", p.name))
 		}

@@ -568,3 +568,52 @@ func TestExternalFrozenInstance(t *testing.T) {
 		t.Fatalf("the instance did not say it reconnects:\n%s", in.stderr.String())
 	}
 }
+
+// Instances connecting faster than the plugin takes them (a crash-looping
+// Deployment, a leaked certificate) queue up to a bound; beyond it they
+// are refused, and the serving instance is not touched.
+func TestExternalArrivalsBounded(t *testing.T) {
+	r := newExtRig(t, nil)
+	r.start("geo", false)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	before := r.call(r.p, "count", `"k"`)
+	cert, key := r.pki.ClientFor("", "geo")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(r.sup.ListenAddr(), "tls+tcp://")
+	// Control connections that never speak SP: the first holds the
+	// plugin's loop in its handover's start, the rest wait for it.
+	var conns []*tls.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; ; i++ {
+		c, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: r.pki.CA,
+			ServerName: "127.0.0.1", NextProtos: []string{transport.ALPNControl}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if i == 4 {
+			break
+		}
+	}
+	e := r.waitEvent(supervisor.EventInstanceRefused, "geo")
+	if !strings.Contains(e.Error, "already waiting to connect") {
+		t.Fatalf("the fifth waiting instance: %+v", e)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	if got := r.call(r.p, "count", `"k"`); before != "1" || got != "2" {
+		t.Fatalf("count %s then %s, want 1 then 2 on the untouched instance", before, got)
+	}
+	if st := r.p.Status(); st.Generation != 1 || st.Restarts != 0 {
+		t.Fatalf("status after the flood: %+v", st)
+	}
+}

@@ -149,7 +149,8 @@ type Supervisor struct {
 
 	pipes pipeRegistry // status of the pipelines run by RunPipeline
 
-	mux *transport.Mux // where external instances connect (Options.Listen); nil without
+	mux      *transport.Mux // where external instances connect (Options.Listen); nil without
+	arriving map[string]int // per plugin, instances waiting for its loop (external.go); under mu
 }
 
 // New prepares a supervisor: the state dir, a private socket dir (0700)
