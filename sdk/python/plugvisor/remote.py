@@ -114,7 +114,7 @@ class Remote:
         try:
             raw = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as e:
-            raise Closed("connect to %s: %s" % (self.address, e.strerror or e)) from None
+            raise Closed("%s: %s" % (self.address, e.strerror or e)) from None
         refused = False  # what a failure after our side of the handshake means
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -139,10 +139,10 @@ class Remote:
             raw.close()
             msg = str(e)
             if refused or "alert" in msg.lower():
-                msg += (" — the daemon refuses this instance's certificate if this repeats: %s must be signed by "
-                        "the daemon's tls_client_ca and name an external plugin of its config (its log says why)"
-                        % CERT)
+                msg += (" — refused by the daemon? Its log says why (e.g. %s not signed by its tls_client_ca, "
+                        "or naming no plugin with driver = \"external\")" % CERT)
             raise Closed("TLS handshake with %s: %s" % (self.address, msg)) from None
+
 
 def run(make_server: Callable[["Remote"], Any], remote: Remote, name: str) -> int:
     """Serves sessions until the daemon says shutdown (0) or refuse (1),

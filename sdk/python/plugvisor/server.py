@@ -216,7 +216,8 @@ class Server:
         self._heard = time.monotonic()
         self.config = welcome.get("config") or {}
         hb = float(welcome.get("heartbeat_ms") or 0) / 1000.0
-        self.log.debug("welcomed as generation %s", welcome.get("generation"))
+        # An external instance says so: its operator watches it (re)connect.
+        (self.log.info if self.remote else self.log.debug)("welcomed as generation %s", welcome.get("generation"))
         threading.Thread(target=self._read_control, name="plugvisor-control", daemon=True).start()
         tick = min(hb, PARENT_CHECK) if hb else PARENT_CHECK
         while not self._exit.wait(tick):

@@ -39,7 +39,15 @@ def double(ctx, x):
 def echo(ctx, s):
     return s
 
-plugvisor.serve(name="geo", version="1.2.0", functions={"double": double, "echo": echo})
+class Ticks:
+    def open(self, ctx, emit):
+        n = 0
+        while not ctx.done():
+            n += 1
+            emit(n)
+            ctx.wait(0.01)
+
+plugvisor.serve(name="geo", version="1.2.0", functions={"double": double, "echo": echo}, sources={"ticks": Ticks})
 '''
 
 
@@ -246,9 +254,9 @@ class RemoteTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, True)
 
-    def open_functions(self, d, ctl, rid):
+    def open_functions(self, d, ctl, rid, kind="functions", symbol=""):
         cid = secrets.token_hex(16)
-        ctl.send(fr.OPEN, rid, json.dumps({"instance": "functions", "kind": "functions", "symbol": "",
+        ctl.send(fr.OPEN, rid, json.dumps({"instance": kind + "/" + symbol, "kind": kind, "symbol": symbol,
                                            "address": "mux://" + cid}).encode())
         # Listed after plugvisor.1, which the server prefers: the ALPN agreed
         # proves the channel offered only plugvisor.1/ID.
@@ -286,10 +294,19 @@ class RemoteTest(unittest.TestCase):
             got[f.id] = f.payload
         self.assertEqual(got, big)
 
+        # A second channel at once: a source streams while calls go on.
+        src = self.open_functions(d, ctl, 2, "source", "ticks")
+        data.send(fr.CALL, 9, fr.call_payload("double", b"5"))
+        self.assertEqual([src.next()[:3] for _ in range(3)],
+                         [(fr.DATA, i, str(i).encode()) for i in (1, 2, 3)])
+        f = data.next()
+        self.assertEqual((f.type, f.id, f.payload), (fr.RESULT, 9, b"10"))
+
         ctl.drop()
         data.drop()
         p.wait_line("plugin geo:", "reconnecting in")
         ctl = d.session(self, p, 2)
+        p.wait_line("welcomed as generation 2")
         ctl.send(fr.PING, 5)
         f = ctl.next()
         self.assertEqual((f.type, f.id), (fr.PONG, 5))
@@ -322,7 +339,7 @@ class RemoteTest(unittest.TestCase):
         # The daemon refuses the plugin's certificate (it trusts another CA).
         with self.assertRaises(ssl.SSLError):
             d.accept(["plugvisor.1"], client_ca="other")
-        p.wait_line("refuses this instance's certificate", remote.CERT, "reconnecting in")
+        p.wait_line("refused by the daemon? Its log says why", remote.CERT, "reconnecting in")
         # And it keeps trying: the next good daemon gets a session.
         ctl = d.session(self, p, 1)
         ctl.send(fr.SHUTDOWN)
