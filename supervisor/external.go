@@ -129,10 +129,47 @@ func (s *Supervisor) arrive(in *transport.Incoming) {
 // refuse turns an instance away; the listener logs why (muxLog).
 func (s *Supervisor) refuse(in *transport.Incoming, why string) { in.Refuse(why) }
 
+// refusalsPerSec bounds the refusal lines (and events) per second: a
+// flood of strangers at the listener cannot flood the log. What is left
+// out is counted in the next line.
+const refusalsPerSec = 10
+
+// refusalLimit is the window of refusalsPerSec.
+type refusalLimit struct {
+	mu      sync.Mutex
+	window  time.Time
+	n       int
+	dropped int
+}
+
+// allow says whether a refusal line may be written now, and how many
+// were left out before it.
+func (l *refusalLimit) allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= time.Second {
+		l.window, l.n = now, 0
+	}
+	if l.n >= refusalsPerSec {
+		l.dropped++
+		return false, 0
+	}
+	l.n++
+	dropped, l.dropped = l.dropped, 0
+	return true, dropped
+}
+
 // muxLog records what the listener refused (at the handshake, or by
 // refuse): a log line and an instance.refused event, whose plugin is the
-// one the certificate named, if it named one.
+// one the certificate named, if it named one; at most refusalsPerSec.
 func (s *Supervisor) muxLog(msg string) {
+	ok, dropped := s.refusals.allow(time.Now())
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		msg += fmt.Sprintf(" (and %d more refusals not logged: over %d a second)", dropped, refusalsPerSec)
+	}
 	s.log.Warn().Str("listen", s.opts.Listen).Msg(msg)
 	e := Event{Type: EventInstanceRefused, Error: msg}
 	if rest, ok := strings.CutPrefix(msg, "external instance "); ok {

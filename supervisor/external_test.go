@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -615,5 +616,51 @@ func TestExternalArrivalsBounded(t *testing.T) {
 	}
 	if st := r.p.Status(); st.Generation != 1 || st.Restarts != 0 {
 		t.Fatalf("status after the flood: %+v", st)
+	}
+}
+
+// A flood of strangers at the listener cannot flood the log: refusal
+// lines (and events) are bounded per second, and the next line says how
+// many were left out.
+func TestExternalRefusalsBounded(t *testing.T) {
+	r := newExtRig(t, nil)
+	addr := strings.TrimPrefix(r.sup.ListenAddr(), "tls+tcp://")
+	refuse := func() {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(conn); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("a plain TCP client was not refused")
+		}
+	}
+	made, events := 0, 0
+	for range 40 {
+		refuse()
+		made++
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case e := <-r.events.C:
+			if e.Type != supervisor.EventInstanceRefused {
+				continue
+			}
+			events++
+			if strings.Contains(e.Error, "more refusals not logged") {
+				if events >= made {
+					t.Fatalf("%d refusal events for %d refusals", events, made)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no line saying refusals were left out (%d events for %d refusals)", events, made)
+		default:
+			refuse() // the summary comes with the first line of a later second
+			made++
+		}
 	}
 }

@@ -151,6 +151,7 @@ type Supervisor struct {
 
 	mux      *transport.Mux // where external instances connect (Options.Listen); nil without
 	arriving map[string]int // per plugin, instances waiting for its loop (external.go); under mu
+	refusals refusalLimit   // of the listener's log lines
 }
 
 // New prepares a supervisor: the state dir, a private socket dir (0700)
