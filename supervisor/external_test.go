@@ -664,3 +664,55 @@ func TestExternalRefusalsBounded(t *testing.T) {
 		}
 	}
 }
+
+// The daemon restarts: its instance is not retired but reconnects, with
+// backoff, to the next daemon on the same address and state, and serves
+// on from the checkpoint the first one saved when it stopped.
+func TestExternalInstanceOutlivesTheDaemon(t *testing.T) {
+	pki := testpki.New(t)
+	state := t.TempDir()
+	opts := func(listen string) supervisor.Options {
+		return supervisor.Options{StateDir: state, Listen: listen, StopGrace: 2 * time.Second,
+			TLSCert: pki.File("server.pem"), TLSKey: pki.File("server.key"), TLSClientCA: pki.File("ca.pem")}
+	}
+	first, err := supervisor.New(opts("tls+tcp://127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &extRig{t: t, pki: pki, sup: first, events: first.Subscribe(256)}
+	r.p = r.add("geo", nil)
+	in := r.start("geo", false)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	r.call(r.p, "count", `"k"`)
+	r.call(r.p, "count", `"k"`)
+	addr := first.ListenAddr()
+	r.events.Close()
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	second, err := supervisor.New(opts(addr)) // the same port, as a restarted daemon has
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sup, r.events = second, second.Subscribe(256)
+	t.Cleanup(func() {
+		r.events.Close()
+		if err := second.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	r.p = r.add("geo", nil)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	if got := r.call(r.p, "count", `"k"`); got != "3" {
+		t.Fatalf("count on the next daemon = %s, want 3", got)
+	}
+	select {
+	case <-in.exited:
+		t.Fatalf("the instance exited (%v); it should have reconnected", in.err)
+	default:
+	}
+	if !strings.Contains(in.stderr.String(), "reconnecting") {
+		t.Fatalf("the instance did not say it reconnects:\n%s", in.stderr.String())
+	}
+}
