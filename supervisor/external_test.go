@@ -716,3 +716,36 @@ func TestExternalInstanceOutlivesTheDaemon(t *testing.T) {
 		t.Fatalf("the instance did not say it reconnects:\n%s", in.stderr.String())
 	}
 }
+
+// A handover needs only the protocol: a Go instance hands its running
+// source and its state over to a Python instance of the same plugin, and
+// exits. (Function state is not compared: the Go SDK keeps one scope for
+// all functions, the Python SDK one per function.)
+func TestExternalHandoverGoToPython(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed")
+	}
+	r := newExtRig(t, nil)
+	goInst := r.start("geo", false)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub, err := r.p.Subscribe(ctx, "ticks", "t", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close(context.Background())
+	items := nextItems(t, sub, 20)
+	r.start("geo", true, "PV_TEST_VERSION=9.0.0")
+	e := r.waitEvent(supervisor.EventInstanceHandedOver, "geo")
+	if h := e.Detail.(supervisor.Handover); h.To.Version != "9.0.0" {
+		t.Fatalf("handed over to %+v", h.To)
+	}
+	items = append(items, nextItems(t, sub, 200)...)
+	if err := consecutive(items); err != nil || items[0] != 1 {
+		t.Fatalf("ticks across the Go → Python handover: %v", err)
+	}
+	if err := goInst.waitExit(t); err != nil {
+		t.Fatalf("the Go instance exited with %v, want 0", err)
+	}
+}
