@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -65,4 +66,28 @@ func pctMS(v []float64, p float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	return s[int(float64(len(s)-1)*p)]
+}
+
+// BenchmarkExternalCallRoundTrip: one caller, 64-byte echo through an
+// external instance over tls+tcp on loopback (compare
+// BenchmarkCallRoundTrip, the same through a child process over ipc://).
+func BenchmarkExternalCallRoundTrip(b *testing.B) {
+	r := newExtRig(b, nil)
+	r.start("geo", false)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	ctx := context.Background()
+	if _, err := r.p.Call(ctx, "echo", payload64); err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t := time.Now()
+		if _, err := r.p.Call(ctx, "echo", payload64); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	b.ReportMetric(pct(lat, 0.5), "p50-µs")
+	b.ReportMetric(pct(lat, 0.99), "p99-µs")
 }
