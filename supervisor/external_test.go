@@ -270,9 +270,10 @@ func TestExternalInstancesServe(t *testing.T) {
 	r.serveAll(py, "3.1.0")
 }
 
-// 2. A newer instance connects during a steady load of calls and a
-// running source: the handover keeps the state, every call is answered
-// once and in order, the stream goes on without a gap or a repeat, and
+// 2. A newer instance connects during a steady load of calls, a running
+// source and a stream into a sink: the handover keeps the state, every
+// call is answered once and in order, the source's stream goes on and
+// the sink collects every item without a gap, a repeat or a reorder, and
 // the old instance exits by itself with status 0.
 func TestExternalHandover(t *testing.T) {
 	r := newExtRig(t, nil)
@@ -286,6 +287,23 @@ func TestExternalHandover(t *testing.T) {
 	}
 	defer sub.Close(context.Background())
 
+	w, err := r.p.OpenSink(ctx, "collect", "c", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := make(chan int, 1)
+	writing, stopWriting := context.WithCancel(ctx)
+	go func() { // a steady stream into the sink, numbered
+		n := 0
+		for ; writing.Err() == nil; n++ {
+			if err := w.Write(ctx, []byte(strconv.Itoa(n+1))); err != nil {
+				t.Errorf("sink write %d: %v", n+1, err)
+				break
+			}
+		}
+		written <- n
+	}()
+
 	stop := countLoad(r.p, 4)
 	var items []int64
 	items = append(items, nextItems(t, sub, 50)...)
@@ -293,6 +311,24 @@ func TestExternalHandover(t *testing.T) {
 	e := r.waitEvent(supervisor.EventInstanceHandedOver, "geo")
 	items = append(items, nextItems(t, sub, 50)...)
 	counts, errs := stop()
+	stopWriting()
+	n := <-written
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(r.sink)
+	lines := strings.Fields(string(data))
+	for i, l := range lines {
+		if l != strconv.Itoa(i+1) {
+			t.Fatalf("sink line %d is %s: lost, repeated or reordered across the handover", i+1, l)
+		}
+	}
+	if len(lines) != n || n == 0 {
+		t.Fatalf("the sink collected %d items of %d written", len(lines), n)
+	}
 	for _, err := range errs {
 		t.Error(err)
 	}
