@@ -455,6 +455,19 @@ func TestExternalInstanceKilled(t *testing.T) {
 		inflight <- err
 	}()
 	waitFor(t, "the sleep call in flight", 20*time.Second, func() bool { return r.p.Status().InFlight == 1 })
+	w, err := r.p.OpenSink(ctx, "collect", "c", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	writeItems := func(from, to int) {
+		for n := from; n <= to; n++ {
+			if err := w.Write(ctx, []byte(strconv.Itoa(n))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	writeItems(1, 10)
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -492,6 +505,7 @@ func TestExternalInstanceKilled(t *testing.T) {
 		}
 		waited <- string(out)
 	}()
+	writeItems(11, 20) // taken by the host while no instance is connected
 	r.start("geo", false)
 	r.waitEvent(supervisor.EventPluginRestarted, "geo")
 	if got := <-waited; got != "4" {
@@ -499,6 +513,25 @@ func TestExternalInstanceKilled(t *testing.T) {
 	}
 	if items := nextItems(t, sub, 5); items[0] != 26 || consecutive(items) != nil {
 		t.Fatalf("ticks after the new instance: %v, want 26…30", items)
+	}
+	// The sink: every item reaches the new instance at least once (what
+	// the killed one had not acknowledged is sent again), in order.
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(r.sink)
+	next := 1
+	for _, l := range strings.Fields(string(data)) {
+		n, _ := strconv.Atoi(l)
+		switch {
+		case n == next:
+			next++
+		case n > next:
+			t.Fatalf("sink item %d before %d: one was lost (%q)", n, next, data)
+		}
+	}
+	if next != 21 {
+		t.Fatalf("the sink collected up to %d of 20 (%q)", next-1, data)
 	}
 	if st := r.p.Status(); st.State != supervisor.StateRunning || st.Generation != 2 || st.LastError != "" {
 		t.Fatalf("status with the new instance: %+v", st)
