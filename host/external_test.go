@@ -42,6 +42,9 @@ driver = "external"
 	if err != nil || st.Kind != "external" || st.State != supervisor.StateWaiting {
 		t.Fatalf("before any instance: %+v, %v", st, err)
 	}
+	if nr := hs.h.Ready(); len(nr) != 1 || nr[0].Name != "plug" || !strings.Contains(nr[0].Reason, "waiting for an external instance") {
+		t.Fatalf("readiness while waiting: %+v", nr)
+	}
 	cert, key := pki.ClientFor("", "plug")
 	cmd := exec.Command(exe)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), transport.EnvConnect + "=" + addr,
@@ -80,6 +83,9 @@ driver = "external"
 	st, _ = hs.h.Status("plug")
 	if st.State != supervisor.StateRunning || len(st.Instances) != 1 || st.Instances[0].Cert != "plug" || st.Instances[0].Version != "1.0.0" {
 		t.Fatalf("with an instance: %+v", st)
+	}
+	if nr := hs.h.Ready(); len(nr) != 0 {
+		t.Fatalf("not ready with an instance serving: %+v", nr)
 	}
 	// The daemon stops: the instance is not retired, it reconnects (to
 	// nothing here) rather than exit.
