@@ -102,6 +102,15 @@ type Supervisor struct {
 	ConfigCheck     Duration // config_check: how often the config file's content hash is compared, a backstop for missed events (ConfigMap swaps); 0 = never; default 10s
 	ShutdownTimeout Duration // shutdown_timeout: bound on a clean stop after SIGTERM (drain, checkpoint, stop plugins); default 30s
 	APITokenFile    string   // api_token_file: read the API token from this file (a mounted Secret) instead of <state_dir>/api.token; "" = default
+	// External instances (config/external.go, docs/DESIGN.md "External
+	// instances"): where plugins with driver = "external" connect, with
+	// mutual TLS (PEM files, absolute), and their heartbeats.
+	Listen                  string   // "tls+tcp://HOST:PORT"; "" = no listener
+	TLSCert                 string   // tls_cert: the listener's certificate
+	TLSKey                  string   // tls_key
+	TLSClientCA             string   // tls_client_ca: signs the instances' client certificates
+	RemoteHeartbeatInterval Duration // remote_heartbeat_interval; default 2s
+	RemoteHeartbeatTimeout  Duration // remote_heartbeat_timeout; default 10s
 }
 
 // Limits of the [supervisor] integers.
@@ -152,6 +161,9 @@ func DefaultSupervisor() Supervisor {
 		LogLineMax:         4096,
 		ConfigCheck:        d(10 * time.Second),
 		ShutdownTimeout:    d(30 * time.Second),
+
+		RemoteHeartbeatInterval: d(2 * time.Second),
+		RemoteHeartbeatTimeout:  d(10 * time.Second),
 	}
 }
 
@@ -299,6 +311,9 @@ func (c *Config) NewPlugin(name, driver string, cfg map[string]any, builtins Reg
 		return nil, fmt.Errorf("plugin %q already exists; remove it first or pick another name", name)
 	}
 	d, err := ResolveDriver(driver, c.Dir, c.Supervisor.Mode, builtins)
+	if err == nil {
+		err = c.Supervisor.canServeExternal(name, d)
+	}
 	if err != nil {
 		return nil, &Error{Key: "plugins." + name + ".driver", Msg: err.Error(), Err: err}
 	}

@@ -136,6 +136,12 @@ env_inherit = ["AWS_PROFILE"]
 config_check = "0s"
 shutdown_timeout = "11s"
 api_token_file = "secrets/token"
+listen = "tls+tcp://127.0.0.1:9443"
+tls_cert = "tls/server.pem"
+tls_key = "/etc/pv/server.key"
+tls_client_ca = "tls/ca.pem"
+remote_heartbeat_interval = "12s"
+remote_heartbeat_timeout = "13s"
 
 [plugins.counter]
 driver = "./examples/counter"
@@ -183,6 +189,8 @@ sink = "mysql.append"
 		QueueBytes: 1 << 20, RecvQueueBytes: 2 << 20, FetchMaxBytes: 1 << 30,
 		LogBytesPerSec: 2048, LogLinesPerSec: 20, LogLineMax: 100, EnvInherit: []string{"AWS_PROFILE"},
 		ConfigCheck: ms(0), ShutdownTimeout: sec(11), APITokenFile: filepath.Join(f.dir, "secrets", "token"),
+		Listen: "tls+tcp://127.0.0.1:9443", TLSCert: filepath.Join(f.dir, "tls", "server.pem"), TLSKey: "/etc/pv/server.key",
+		TLSClientCA: filepath.Join(f.dir, "tls", "ca.pem"), RemoteHeartbeatInterval: sec(12), RemoteHeartbeatTimeout: sec(13),
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("supervisor:\n got %+v\nwant %+v", s, want)

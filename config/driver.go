@@ -97,7 +97,8 @@ func ValidName(name string) error {
 }
 
 const acceptedForms = "use a builtin name, a path (./dir, ../dir, /opt/bin/x, ~/x) to an executable, " +
-	"a Go package folder or a folder with plugin.json, or a go-getter URL (github.com/org/repo, git::https://…, https://…, file::…)"
+	"a Go package folder or a folder with plugin.json, a go-getter URL (github.com/org/repo, git::https://…, https://…, file::…), " +
+	"or \"external\" (instances started elsewhere connect to [supervisor] listen)"
 
 // IsRemote reports whether go-getter would take s as a source URL: a forced
 // getter ("git::…", "s3::…"), an http(s) URL, an scp-like git address
@@ -120,6 +121,8 @@ func ResolveDriver(raw, baseDir, mode string, builtins Registry) (Driver, error)
 	switch {
 	case raw == "":
 		return Driver{}, fmt.Errorf("driver is empty — %s", acceptedForms)
+	case raw == DriverExternal:
+		return Driver{Kind: KindExternal}, nil
 	case wordRe.MatchString(raw):
 		src, ok := builtins[raw]
 		if !ok {

@@ -69,6 +69,7 @@ func parse(data []byte, file, baseDir string, builtins Registry) (*Config, error
 			}
 		}
 	}
+	p.externalPlugins(doc, cfg) // config/external.go
 	if v, ok := doc["pipeline"]; ok {
 		p.pipelines([]string{"pipeline"}, v, cfg)
 	}

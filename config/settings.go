@@ -55,6 +55,13 @@ var supervisorSettings = []setting{
 	{"config_check", "ConfigCheck", durationOrOff},
 	{"shutdown_timeout", "ShutdownTimeout", positiveDuration},
 	{"api_token_file", "APITokenFile", tokenFile},
+	// External instances (config/external.go).
+	{"listen", "Listen", listenAddr},
+	{"tls_cert", "TLSCert", tlsFile},
+	{"tls_key", "TLSKey", tlsFile},
+	{"tls_client_ca", "TLSClientCA", tlsFile},
+	{"remote_heartbeat_interval", "RemoteHeartbeatInterval", positiveDuration},
+	{"remote_heartbeat_timeout", "RemoteHeartbeatTimeout", positiveDuration},
 }
 
 // A setting is one key of the [supervisor] table.
@@ -260,6 +267,7 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			s.API = UnixScheme + abs
 		}
 	}
+	p.externalSupervisor(path, s, base)
 }
 
 // WithDefaults returns s with every unset field (a zero or negative number

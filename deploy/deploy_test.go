@@ -6,9 +6,7 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,7 +22,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/plugvisor/plugvisor/api"
 	"github.com/plugvisor/plugvisor/builtin"
@@ -87,20 +84,7 @@ func manifests(t *testing.T) (kust obj, byKind map[string]obj) {
 	byKind = map[string]obj{}
 	var listed []string
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var doc obj
-			err := dec.Decode(&doc)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
+		for _, doc := range yamlDocs(t, f) {
 			kind, _ := doc["kind"].(string)
 			if kind == "" {
 				t.Fatalf("%s: a document without kind", f)

@@ -59,6 +59,9 @@ func (h *Host) Ready() []NotReady {
 func notRunningReason(st supervisor.Status) string {
 	var b strings.Builder
 	b.WriteString(string(st.State))
+	if st.State == supervisor.StateWaiting {
+		b.WriteString(" for an external instance to connect")
+	}
 	if st.Activity != "" && st.Activity != supervisor.ActivityIdle {
 		b.WriteString(", " + string(st.Activity))
 	}

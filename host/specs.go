@@ -39,6 +39,9 @@ func (w *worker) prepare(ctx context.Context, fetch bool) (spec *supervisor.Spec
 	case config.KindCommand:
 		s, err := w.commandSpec(d)
 		return s, 0, true, err
+	case config.KindExternal:
+		// Nothing to build or watch: its instances connect to the listener.
+		return w.base(&supervisor.Spec{Build: "external"}), 0, true, nil
 	case config.KindRemote:
 		fetchChanged := false
 		if fetch || w.fetched == "" {

@@ -50,6 +50,7 @@ type generation struct {
 	calls   *transport.Conn
 	run     runner // the process, or the in-process plugin
 	started time.Time
+	in      *transport.Incoming // the connected instance of an external plugin (external.go); nil for local ones
 
 	dead      chan struct{} // closed once the process is gone (reaped)
 	deathMu   sync.Mutex
@@ -103,11 +104,18 @@ func (g *generation) address(ch string) (string, error) {
 
 // listen opens a host-side channel of this generation.
 func (g *generation) listen(ch string) (*transport.Conn, error) {
-	addr, err := g.address(ch)
-	if err != nil {
-		return nil, err
+	o := transport.Options{MaxFrame: g.p.sup.opts.MaxFrame, RecvQueueBytes: g.p.sup.opts.RecvQueueBytes}
+	var c *transport.Conn
+	var err error
+	if g.in != nil {
+		c, err = g.listenRemote(ch, o)
+	} else {
+		var addr string
+		if addr, err = g.address(ch); err != nil {
+			return nil, err
+		}
+		c, err = transport.Listen(addr, o)
 	}
-	c, err := transport.Listen(addr, transport.Options{MaxFrame: g.p.sup.opts.MaxFrame, RecvQueueBytes: g.p.sup.opts.RecvQueueBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +125,11 @@ func (g *generation) listen(ch string) (*transport.Conn, error) {
 	return c, nil
 }
 
-// start launches generation num of p and completes the handshake and the
-// call channel. On error nothing of it is left running.
-func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*generation, error) {
-	g := &generation{p: p, num: num, spec: spec, dead: make(chan struct{})}
+// startGenerationOn launches generation num of p (in nil), or takes the
+// connected instance in of an external plugin, and completes the
+// handshake and the call channel. On error nothing of it is left running.
+func (p *Plugin) startGenerationOn(ctx context.Context, spec Spec, num int, in *transport.Incoming) (*generation, error) {
+	g := &generation{p: p, num: num, spec: spec, dead: make(chan struct{}), in: in}
 	g.lastHeard.Store(time.Now().UnixNano())
 	ctl, err := g.listen("c")
 	if err != nil {
@@ -158,6 +167,9 @@ func (p *Plugin) startGeneration(ctx context.Context, spec Spec, num int) (*gene
 	if pid := g.pid(); pid != 0 {
 		p.logf(num, "started pid %d: %s %s", pid, g.man.Name, g.man.Version)
 	}
+	if in != nil {
+		p.connected(g)
+	}
 	calls, err := g.listen("f")
 	if err != nil {
 		return fail(err)
@@ -179,7 +191,7 @@ func (g *generation) launch(token string) error {
 	rs := runSpec{spec: g.spec, env: g.environ(token, tag), tag: tag,
 		sdkEnv: sdk.Env{Control: g.ctl.Addr(), Token: token, MaxFrame: p.sup.opts.MaxFrame},
 		out:    p.outputOf(g.num)}
-	r := p.sup.newRunner(rs)
+	r := g.runnerFor(rs)
 	if err := r.start(); err != nil {
 		return err
 	}
@@ -238,6 +250,7 @@ func (g *generation) kill(reason error) {
 // abandon ends a generation that never served, or no longer may: killed
 // at once for reason, no grace, its channels closed.
 func (g *generation) abandon(reason error) {
+	g.dismiss()
 	g.kill(reason)
 	g.retire(0)
 }
@@ -314,7 +327,9 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 	if err := transport.Decode(f, &hello); err != nil {
 		return false, err
 	}
-	if subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
+	// An external instance has no token: its client certificate
+	// authenticated it (external.go).
+	if g.in == nil && subtle.ConstantTimeCompare([]byte(hello.Token), []byte(token)) != 1 {
 		g.p.logf(g.num, "refused a peer with a wrong token")
 		why := "the plugin presented a wrong token (PLUGVISOR_TOKEN is not the one this host gave it)"
 		g.refused.Store(&why)
@@ -330,7 +345,7 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 	}
 	g.man = hello.Manifest
 	welcome := transport.WelcomeMsg{Plugin: g.p.name, Generation: g.num, Config: g.spec.Config,
-		HeartbeatMS: g.p.sup.opts.HeartbeatInterval.Milliseconds()}
+		HeartbeatMS: g.heartbeatInterval().Milliseconds()}
 	if n := replicasOf(g.spec); n > 1 {
 		welcome.Replicas = n
 	}
@@ -367,7 +382,7 @@ func (g *generation) open(ctx context.Context, m transport.OpenMsg) error {
 }
 
 func (g *generation) heartbeat() {
-	iv := g.p.sup.opts.HeartbeatInterval.Duration
+	iv, timeout := g.heartbeatInterval(), g.heartbeatTimeout()
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -376,8 +391,8 @@ func (g *generation) heartbeat() {
 			return
 		case <-t.C:
 			silent := time.Since(time.Unix(0, g.lastHeard.Load()))
-			if silent > g.p.sup.opts.HeartbeatTimeout.Duration {
-				g.kill(fmt.Errorf("%w: no answer to heartbeats for %s (heartbeat_timeout)", ErrCrashed, silent.Round(time.Millisecond)))
+			if silent > timeout {
+				g.kill(fmt.Errorf("%w: no answer to heartbeats for %s (%s)", ErrCrashed, silent.Round(time.Millisecond), g.heartbeatSetting()))
 				return
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), iv)

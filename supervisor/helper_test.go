@@ -198,7 +198,7 @@ func (c *collect) Close(sdk.Context) error { return c.f.Close() }
 
 func runHelper(mode string) int {
 	env, ok := sdk.EnvFromOS()
-	if !ok && !strings.HasPrefix(mode, "host") {
+	if !ok && !strings.HasPrefix(mode, "host") && mode != "external" {
 		fmt.Fprintln(os.Stderr, "helper: no plugvisor environment")
 		return 2
 	}
@@ -248,6 +248,9 @@ func runHelper(mode string) int {
 		return rawPlugin(mode, env)
 	case "old-sdk":
 		return oldSDKPlugin(env)
+	case "external": // an instance started outside plugvisor (external_test.go)
+		sdk.Serve(helperPlugin())
+		return 0
 	case "host":
 		return runHost()
 	case "host-swap":

@@ -1,6 +1,10 @@
 package supervisor
 
-import "time"
+import (
+	"time"
+
+	"github.com/plugvisor/plugvisor/transport"
+)
 
 // Instance roles in Status.Instances.
 const (
@@ -27,10 +31,19 @@ func (g *generation) instanceStatus() InstanceStatus {
 		return InstanceStatus{}
 	}
 	st := InstanceStatus{PID: g.pid(), Generation: g.num, Version: g.man.Version, ConnectedSince: g.started, Role: RolePrimary}
+	if g.in != nil {
+		st.Address, st.Cert, st.ConnectedSince = g.in.Remote, g.in.Cert, g.in.At
+	}
 	g.actMu.Lock()
 	st.InFlight = g.active
 	g.actMu.Unlock()
 	return st
+}
+
+// incomingStatus describes an instance that has no serving generation
+// (refused, or still starting as generation num).
+func incomingStatus(in *transport.Incoming, num int) InstanceStatus {
+	return InstanceStatus{Address: in.Remote, Cert: in.Cert, Generation: num, ConnectedSince: in.At}
 }
 
 // instancesLocked lists the serving generations: the primary, then the

@@ -52,27 +52,36 @@ const (
 	// phaseStopped: the plugin was removed or the supervisor closed. Final;
 	// handles fail at once.
 	phaseStopped phase = "stopped"
+	// phaseWaiting: an external plugin (external.go) with no instance
+	// connected, before the first or after one was lost. Nothing is due
+	// until an instance connects; handles wait, bounded by their context.
+	phaseWaiting phase = "waiting"
 )
 
 // next lists every way out of each phase; to logs any other as a bug. A
 // phase may also change to itself, to record activity, error or events.
 var next = map[phase][]phase{
-	// a start serves, fails and backs off, fails for the last time, or
-	// is cut short by a stop
-	phaseStarting: {phaseServing, phaseBackoff, phaseFailed, phaseStopped},
+	// a start serves, fails and backs off, fails for the last time, is
+	// cut short by a stop, or (external) waits for an instance
+	phaseStarting: {phaseServing, phaseBackoff, phaseFailed, phaseStopped, phaseWaiting},
 	// a swap pauses the handles, a checkpoint holds them, the generation
-	// crashes, or a stop
-	phaseServing:       {phasePaused, phaseCheckpointing, phaseBackoff, phaseStopped},
-	phaseCheckpointing: {phaseServing},
+	// crashes, a stop, or (external) its instance is lost
+	phaseServing: {phasePaused, phaseCheckpointing, phaseBackoff, phaseStopped, phaseWaiting},
+	// (or, the driver became external, the last checkpoint of the local
+	// process holds them until an instance connects)
+	phaseCheckpointing: {phaseServing, phaseWaiting},
 	// every exit from a paused swap either goes on or aborts to N serving
 	phasePaused:    {phaseDraining, phaseServing},
 	phaseDraining:  {phaseRestoring, phaseServing},
 	phaseRestoring: {phaseRetiring, phaseServing},
 	phaseRetiring:  {phaseServing},
-	// the delay ended (or a reload came): start again
-	phaseBackoff: {phaseStarting, phaseStopped},
-	// a reload or a new spec starts again
-	phaseFailed:  {phaseStarting, phaseStopped},
+	// the delay ended (or a reload came): start again; or the driver
+	// became external: wait for an instance
+	phaseBackoff: {phaseStarting, phaseStopped, phaseWaiting},
+	// a reload or a new spec starts again (or waits, as above)
+	phaseFailed: {phaseStarting, phaseStopped, phaseWaiting},
+	// an instance connected (it starts from the checkpoint), or a stop
+	phaseWaiting: {phaseStarting, phaseStopped},
 	phaseStopped: nil,
 }
 
@@ -92,6 +101,8 @@ func stateOf(ph phase) State {
 		return StateFailed
 	case phaseStopped:
 		return StateStopped
+	case phaseWaiting:
+		return StateWaiting
 	}
 	return StateRunning
 }

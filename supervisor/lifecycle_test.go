@@ -494,7 +494,7 @@ func TestSwapPhasesAndAborts(t *testing.T) {
 // out of every phase but stopped, and a way into every phase.
 func TestLifecycleTableIsComplete(t *testing.T) {
 	all := []phase{phaseStarting, phaseServing, phasePaused, phaseDraining, phaseRestoring,
-		phaseRetiring, phaseCheckpointing, phaseBackoff, phaseFailed, phaseStopped}
+		phaseRetiring, phaseCheckpointing, phaseBackoff, phaseFailed, phaseStopped, phaseWaiting}
 	into := map[phase]bool{phaseStarting: true} // the first phase
 	for _, ph := range all {
 		outs, ok := next[ph]
@@ -573,5 +573,39 @@ func TestPendingPluginThroughPreparedAndStart(t *testing.T) {
 	r.waitCount(3)
 	if got, want := r.since(0), []phase{phaseFailed, phaseStarting, phaseServing}; !slices.Equal(got, want) {
 		t.Fatalf("phases %v, want %v", got, want)
+	}
+}
+
+// An external plugin without an instance: it waits (no start, no
+// backoff), calls wait and fail naming the plugin, a reload is refused
+// with the reason, and a stop ends the wait.
+func TestExternalWaitsForAnInstance(t *testing.T) {
+	r := newRig(t, Options{}, nil)
+	p, err := r.s.Add("geo", Spec{Kind: KindExternal, Driver: "external"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
+	r.waitPhase(phaseWaiting)
+	if st := p.Status(); st.State != StateWaiting {
+		t.Fatalf("status %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Call(ctx, "count", nil); !errors.Is(err, ErrNoInstance) || !strings.Contains(err.Error(), "no listener for external instances") {
+		t.Fatalf("call while waiting: %v", err)
+	}
+	if _, err := p.Reload(context.Background(), ReloadOptions{}); !errors.Is(err, ErrSwapFailed) || !strings.Contains(err.Error(), "is external") {
+		t.Fatalf("reload while waiting: %v", err)
+	}
+	if err := r.s.Remove(context.Background(), "geo"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitCount(2)
+	if got, want := r.since(0), []phase{phaseWaiting, phaseStopped}; !slices.Equal(got, want) {
+		t.Fatalf("phases %v, want %v", got, want)
+	}
+	if len(r.runners) != 0 {
+		t.Fatalf("%d runners started for an external plugin", len(r.runners))
 	}
 }

@@ -109,7 +109,7 @@ func (m *metrics) setState(plugin string, state State) {
 	if m == nil {
 		return
 	}
-	for _, s := range []State{StateStarting, StateRunning, StateBackoff, StateFailed, StateStopped} {
+	for _, s := range []State{StateStarting, StateRunning, StateBackoff, StateFailed, StateStopped, StateWaiting} {
 		v := 0.0
 		if s == state {
 			v = 1

@@ -108,6 +108,9 @@ func (p *Plugin) acquire(ctx context.Context, fn string) (*generation, error) {
 		select {
 		case <-w:
 		case <-ctx.Done():
+			if err := p.noInstance(ctx.Err()); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("waiting for plugin %s (%s): %w", p.name, p.phaseNow(), ctx.Err())
 		}
 		p.mu.Lock()
@@ -396,6 +399,12 @@ func (p *Plugin) shutdown() {
 		}
 	}
 	p.unbind(g)
+	if g.in != nil && p.sup.isClosing() {
+		// The daemon stops, the plugin stays: its instance reconnects to the
+		// next daemon rather than exit.
+		g.disconnect()
+		return
+	}
 	g.retire(p.sup.opts.StopGrace.Duration)
 }
 

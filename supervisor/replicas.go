@@ -185,7 +185,7 @@ func (p *Plugin) startReplica(s *replicaSlot) error {
 // only its call channel open and the function state of the last
 // checkpoint restored. Nothing of it is left running on error.
 func (p *Plugin) startSecondary(ctx context.Context, spec Spec, num int) (*generation, error) {
-	g, err := p.startGeneration(ctx, spec, num)
+	g, err := p.startGenerationOn(ctx, spec, num, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/plugvisor/plugvisor/internal/backoff"
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // maxStartFailures is how many starts in a row may fail before a plugin is
@@ -21,20 +22,10 @@ const healthyAfter = 10 * time.Second
 // → failed after maxStartFailures in a row. Any start after the first is
 // a restart (the event says so).
 func (p *Plugin) bringUp(ctx context.Context) error {
-	restart := p.attempted
-	p.attempted = true
-	p.to(phaseStarting, change{})
-	p.mu.Lock()
-	spec := p.spec
-	p.mu.Unlock()
-	num := p.nextGen()
-	g, err := p.startGeneration(ctx, spec, num)
-	if err == nil {
-		err = p.restoreAndOpen(ctx, g, p.ck, true)
-		if err != nil {
-			g.abandon(err)
-		}
+	if p.awaitInstance() {
+		return nil // an external plugin starts when an instance connects
 	}
+	restart, num, g, err := p.startFromCheckpoint(ctx, nil)
 	if err != nil {
 		p.consecutive++
 		if restart {
@@ -60,6 +51,27 @@ func (p *Plugin) bringUp(ctx context.Context) error {
 	}
 	p.serveOn(phaseServing, g, change{events: []Event{ev}})
 	return nil
+}
+
+// startFromCheckpoint starts the next generation of the spec, a process
+// or (in not nil) on a connected external instance, and opens every
+// instance on it with the last checkpoint: starting → (the caller's
+// choice). restart says an earlier start was attempted.
+func (p *Plugin) startFromCheckpoint(ctx context.Context, in *transport.Incoming) (restart bool, num int, g *generation, err error) {
+	restart = p.attempted
+	p.attempted = true
+	p.to(phaseStarting, change{})
+	p.mu.Lock()
+	spec := p.spec
+	p.mu.Unlock()
+	num = p.nextGen()
+	g, err = p.startGenerationOn(ctx, spec, num, in)
+	if err == nil {
+		if err = p.restoreAndOpen(ctx, g, p.ck, true); err != nil {
+			g.abandon(err)
+		}
+	}
+	return restart, num, g, err
 }
 
 // serveOn makes g the generation handles reach, in phase ph (serving, or
@@ -91,6 +103,9 @@ func (p *Plugin) backoff() time.Duration {
 // crashed handles the unplanned end of the serving generation:
 // serving → backoff, a start due after the delay.
 func (p *Plugin) crashed() {
+	if p.lost() {
+		return // an external instance: wait for the next (external.go)
+	}
 	p.mu.Lock()
 	g := p.cur
 	p.restarts++

@@ -20,6 +20,7 @@ const (
 	StateBackoff  State = "backoff" // crashed; restarting after a delay
 	StateFailed   State = "failed"  // gave up restarting; a reload or a new build tries again
 	StateStopped  State = "stopped"
+	StateWaiting  State = "waiting" // an external plugin with no instance connected
 )
 
 // Activity says what a plugin is doing besides serving.

@@ -31,6 +31,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/plugvisor/plugvisor/config"
+	"github.com/plugvisor/plugvisor/transport"
 )
 
 // Options tune the supervisor. Its settings are config's [supervisor]
@@ -79,6 +80,10 @@ type Supervisor struct {
 	closed  bool
 
 	pipes pipeRegistry // status of the pipelines run by RunPipeline
+
+	mux      *transport.Mux // where external instances connect (Options.Listen); nil without
+	arriving map[string]int // per plugin, instances waiting for its loop (external.go); under mu
+	refusals refusalLimit   // of the listener's log lines
 }
 
 // New prepares a supervisor: the state dir, a private socket dir (0700)
@@ -114,6 +119,11 @@ func New(opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	s.sockDir = dir
+	if err := s.listenExternal(); err != nil {
+		st.close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -222,6 +232,9 @@ func (s *Supervisor) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if s.mux != nil {
+		errs = append(errs, s.mux.Close())
+	}
 	errs = append(errs, s.store.close())
 	os.RemoveAll(s.sockDir)
 	return errors.Join(errs...)

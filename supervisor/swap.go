@@ -21,6 +21,9 @@ type ReloadOptions struct {
 // plugin; a reload arriving during a swap runs after it. The swap itself is
 // bounded by its phase deadlines, not by ctx, which only bounds the wait.
 func (p *Plugin) Reload(ctx context.Context, o ReloadOptions) (*Report, error) {
+	if err := p.reloadExternal(ctx, o); err != nil {
+		return nil, err
+	}
 	var rep *Report
 	var err error
 	if derr := p.do(ctx, func() { rep, err = p.swap(o) }); derr != nil {
@@ -39,9 +42,10 @@ type swapTx struct {
 	rep        *Report
 	start      time.Time
 	spec       Spec
-	num        int         // the generation this swap starts
-	old, ng    *generation // N and N+1
-	pauseStart time.Time   // zero until step 2
+	num        int                 // the generation this swap starts
+	in         *transport.Incoming // N+1 is this connected instance (a handover, external.go), not a new process
+	old, ng    *generation         // N and N+1
+	pauseStart time.Time           // zero until step 2
 	insts      []*instance
 	oldBinds   map[*instance]*binding // where each instance was on N
 	drainErr   error                  // a drain that did not finish, when the swap goes on anyway
@@ -50,17 +54,26 @@ type swapTx struct {
 
 // swap runs on the loop. With nothing serving a reload is a restart.
 func (p *Plugin) swap(o ReloadOptions) (*Report, error) {
+	if o.Spec != nil && o.Spec.Kind == KindExternal {
+		return p.becomeExternal(*o.Spec) // a local plugin's driver became "external"
+	}
 	old := p.current()
 	if old == nil {
 		return p.restartByReload(o)
 	}
+	return p.swapTo(old, o, nil)
+}
+
+// swapTo runs the swap transaction from old to a new generation: a new
+// process of the spec, or the connected instance in.
+func (p *Plugin) swapTo(old *generation, o ReloadOptions, in *transport.Incoming) (*Report, error) {
 	p.mu.Lock()
 	spec := p.spec
 	p.mu.Unlock()
 	if o.Spec != nil {
 		spec = *o.Spec
 	}
-	tx := &swapTx{p: p, o: o, ctx: p.ctx, start: time.Now(), spec: spec, old: old, num: p.nextGen()}
+	tx := &swapTx{p: p, o: o, ctx: p.ctx, start: time.Now(), spec: spec, old: old, num: p.nextGen(), in: in}
 	tx.rep = &Report{Forced: o.Force, BuildMS: o.BuildMS, At: tx.start, From: old.num}
 	p.to(phaseServing, change{activity: ActivitySwapping,
 		events: []Event{{Type: EventSwapStarted, Generation: tx.num}}})
@@ -79,7 +92,7 @@ func (p *Plugin) swap(o ReloadOptions) (*Report, error) {
 // Nothing has paused.
 func (tx *swapTx) startNext() error {
 	p, t := tx.p, time.Now()
-	ng, err := p.startGeneration(tx.ctx, tx.spec, tx.num)
+	ng, err := p.startGenerationOn(tx.ctx, tx.spec, tx.num, tx.in)
 	tx.rep.Phases.StartMS = ms(time.Since(t))
 	if err != nil {
 		return err

@@ -32,44 +32,14 @@ func TestSwapUnderCallLoad(t *testing.T) {
 	sup := newSup(t)
 	p, _ := sup.Add("clicks", helperSpec("plugin"))
 	call(t, p, "count", `"warm"`)
-	const callers = 4
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	counts := make([]int, callers)
-	for c := 0; c < callers; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := fmt.Sprintf(`"caller%d"`, c)
-			for want := 1; ; want++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				out, err := p.Call(context.Background(), "count", []byte(key))
-				if err != nil {
-					errs <- fmt.Errorf("caller %d call %d: %w", c, want, err)
-					return
-				}
-				if string(out) != strconv.Itoa(want) {
-					errs <- fmt.Errorf("caller %d: got %s, want %d", c, out, want)
-					return
-				}
-				counts[c] = want
-			}
-		}()
-	}
+	stop := countLoad(p, 4)
 	var pauses []float64
 	for i := 0; i < 50; i++ {
 		rep := reload(t, p, supervisor.ReloadOptions{})
 		pauses = append(pauses, rep.PauseMS)
 	}
-	close(stop)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	counts, errs := stop()
+	for _, err := range errs {
 		t.Error(err)
 	}
 	if st := p.Status(); st.Generation != 51 || st.LastReload == nil || st.LastReload.Generation != 51 {

@@ -379,6 +379,7 @@ func printStatus(out io.Writer, list []status, detail bool) {
 	if s.LastReload != nil {
 		fmt.Fprintf(out, "last reload: %s\n", reportLine(s.Name, *s.LastReload))
 	}
+	printInstances(out, s.Instances)
 	if s.LastError != "" {
 		fmt.Fprintf(out, "last error:\n%s\n", s.LastError)
 	}
