@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -224,7 +224,11 @@ func TestReplicaKilledOthersServe(t *testing.T) {
 		if role == supervisor.RolePrimary {
 			victim = in[0]
 		}
-		if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		victimProc, err := os.FindProcess(victim.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := victimProc.Kill(); err != nil { // SIGKILL
 			t.Fatal(err)
 		}
 		gone := func() bool { return !slices.Contains(pidsOf(p.Status().Instances), victim.PID) }
