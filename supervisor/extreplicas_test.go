@@ -59,6 +59,11 @@ func TestExternalReplicasRollingUpdate(t *testing.T) {
 	r.p = r.addN("fleet", nil, 3)
 	olds := startFleet(r, 0, 3, true)
 	in := waitServing(t, r.p, 3)
+	for i, st := range in {
+		if st.Cert != "fleet" || st.Address == "" || st.PID != 0 || (i > 0) != (st.Role == supervisor.RoleReplica) {
+			t.Fatalf("instance %d in the status: %+v", i, st)
+		}
+	}
 	for _, l := range r.p.Logs(1000) { // plugvisor starts no process of an external plugin
 		if strings.Contains(l.Line, "replica start") || strings.Contains(l.Line, "restarting") {
 			t.Fatalf("plugvisor tried to start a replica of an external plugin: %s", l.Line)
@@ -169,8 +174,8 @@ func TestExternalReplicaLost(t *testing.T) {
 	}
 	primary := startFleet(r, 4, 1, true)[0]
 	r.waitEvent(supervisor.EventPluginRestarted, "fleet")
-	if got := waitServing(t, r.p, 3); got[0].Generation <= in[2].Generation+1 {
-		t.Fatalf("the primary after the new instance connected: %+v", got)
+	if got := waitServing(t, r.p, 3); got[0].Generation < got[1].Generation || got[0].Generation < got[2].Generation {
+		t.Fatalf("the primary is not the instance that connected last: %+v", got)
 	}
 
 	if err := r.sup.Close(ctxT(t, 20*time.Second)); err != nil {
