@@ -52,8 +52,9 @@ func (l *load) waitCalls(t *testing.T, n int) {
 // instances connect one by one under a steady call load, a rolling
 // update: each takes over from the oldest serving instance — the primary
 // by the swap, then each replica in its slot — with no failed call and no
-// call waiting for an instance, and every old instance exits 0. Removing
-// the plugin tells the new ones to exit.
+// call waiting for an instance, and every old instance exits 0; one
+// lacking a function in use is refused and exits 0. Removing the plugin
+// tells the new ones to exit.
 func TestExternalReplicasRollingUpdate(t *testing.T) {
 	r := newExtRig(t, nil)
 	r.p = r.addN("fleet", nil, 3)
@@ -89,6 +90,16 @@ func TestExternalReplicasRollingUpdate(t *testing.T) {
 	l.waitCalls(t, 300)
 	var news []*instance
 	for i := range 3 {
+		if i == 1 { // one that lacks a function in use cannot replace a replica: told to exit, the old one serves on
+			bad := startFleet(r, 20, 1, false, "PV_TEST_NO_COUNT=1")[0]
+			if e := r.waitEvent(supervisor.EventInstanceRefused, "fleet"); !strings.Contains(e.Error, "count") ||
+				!strings.Contains(e.Error, fmt.Sprintf("replica generation %d serves on", in[1].Generation)) {
+				t.Fatalf("refused replica handover: %+v", e)
+			}
+			if err := bad.waitExit(t); err != nil {
+				t.Fatalf("the refused instance exited with %v, want status 0", err)
+			}
+		}
 		news = append(news, startFleet(r, 10+i, 1, i == 0, "PV_TEST_VERSION=2.0.0")...)
 		e := r.waitEvent(supervisor.EventInstanceHandedOver, "fleet")
 		h, _ := e.Detail.(supervisor.Handover)
