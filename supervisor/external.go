@@ -198,7 +198,7 @@ func (p *Plugin) connect(in *transport.Incoming) {
 	case cur == nil:
 		p.connectFirst(in)
 	default:
-		p.handover(cur, in)
+		p.connectMore(cur, in) // a secondary, or a rolling update (extreplicas.go)
 	}
 }
 
@@ -218,6 +218,7 @@ func (p *Plugin) connectFirst(in *transport.Incoming) {
 		ev.Type = EventPluginRestarted
 	}
 	p.serveOn(phaseServing, g, change{clearErr: true, events: []Event{ev}})
+	p.ensureReplicas(false) // slots as this primary's replicas say
 }
 
 // handover moves the work of cur's instance to in with the swap
@@ -246,7 +247,11 @@ type Handover struct {
 // connected records a generation's instance completing the handshake.
 func (p *Plugin) connected(g *generation) {
 	p.logf(g.num, "instance connected from %s (certificate %s): %s %s", g.in.Remote, g.in.Cert, g.man.Name, g.man.Version)
-	p.sup.bus.publish(Event{Type: EventInstanceConnected, Plugin: p.name, Generation: g.num, Detail: g.instanceStatus()})
+	st := g.instanceStatus()
+	if p.reps.joining {
+		st.Role = RoleReplica
+	}
+	p.sup.bus.publish(Event{Type: EventInstanceConnected, Plugin: p.name, Generation: g.num, Detail: st})
 }
 
 // lost handles the end of an external plugin's serving generation: like
@@ -348,9 +353,11 @@ func (p *Plugin) becomeExternal(spec Spec) (*Report, error) {
 		p.unbind(old)
 		old.retire(p.sup.opts.StopGrace.Duration)
 	}
+	p.retireReplicas() // local secondaries too: an external plugin's are instances that connect
 	p.mu.Lock()
 	p.spec = spec
 	p.mu.Unlock()
+	p.ensureReplicas(false)
 	p.retry, p.consecutive = nil, 0
 	p.logf(rep.From, "driver is external now: waiting for an instance to connect to %s", p.sup.ListenAddr())
 	rep.SwapMS = ms(time.Since(rep.At))

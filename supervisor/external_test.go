@@ -65,11 +65,16 @@ func newExtRigWith(t testing.TB, pcfg map[string]any, o supervisor.Options) *ext
 
 // add adds external plugin name; its config has the sink's path.
 func (r *extRig) add(name string, pcfg map[string]any) *supervisor.Plugin {
+	return r.addN(name, pcfg, 1)
+}
+
+// addN adds external plugin name with replicas = n.
+func (r *extRig) addN(name string, pcfg map[string]any, n int) *supervisor.Plugin {
 	cfg := map[string]any{"path": r.sink}
 	for k, v := range pcfg {
 		cfg[k] = v
 	}
-	p, err := r.sup.Add(name, supervisor.Spec{Kind: supervisor.KindExternal, Driver: "external", Config: cfg})
+	p, err := r.sup.Add(name, supervisor.Spec{Kind: supervisor.KindExternal, Driver: "external", Config: cfg, Replicas: n})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -43,6 +43,9 @@ type replicaSet struct {
 	// maxPause is the longest any call waited for a serving generation
 	// (ns): what replicas are for keeping at 0 through reloads.
 	maxPause atomic.Int64
+	// joining (loop) says the instance handshaking now joins as a
+	// secondary: its instance.connected event says role replica.
+	joining bool
 }
 
 // notePause records how long a call waited in acquire, if it had to.
@@ -125,8 +128,8 @@ func (p *Plugin) bringUpAll(ctx context.Context) {
 // for a restart) start now too.
 func (p *Plugin) ensureReplicas(again bool) {
 	p.mu.Lock()
-	want := replicasOf(p.spec) - 1
-	hasSpec := p.hasSpec
+	want := p.slotsWantedLocked()
+	hasSpec, external := p.hasSpec, p.spec.Kind == KindExternal
 	var surplus []*replicaSlot
 	if len(p.reps.slots) > want {
 		surplus = slices.Clone(p.reps.slots[want:])
@@ -141,8 +144,8 @@ func (p *Plugin) ensureReplicas(again bool) {
 	for _, s := range surplus {
 		p.retireReplica(s)
 	}
-	if !hasSpec {
-		return
+	if !hasSpec || external {
+		return // an external plugin's slots are filled by instances connecting (extreplicas.go)
 	}
 	for _, s := range slots {
 		if p.replicaOf(s) != nil || (!again && (s.pending || s.gaveUp)) {
@@ -170,7 +173,7 @@ func (p *Plugin) startReplica(s *replicaSlot) error {
 	spec := p.spec
 	p.mu.Unlock()
 	num := p.nextGen()
-	g, err := p.startSecondary(p.ctx, spec, num)
+	g, err := p.startSecondary(p.ctx, spec, num, nil)
 	if err != nil {
 		p.replicaFailed(s, num, fmt.Errorf("replica start: %w", err))
 		return err
@@ -181,11 +184,12 @@ func (p *Plugin) startReplica(s *replicaSlot) error {
 	return nil
 }
 
-// startSecondary starts generation num as a secondary: a process with
-// only its call channel open and the function state of the last
-// checkpoint restored. Nothing of it is left running on error.
-func (p *Plugin) startSecondary(ctx context.Context, spec Spec, num int) (*generation, error) {
-	g, err := p.startGenerationOn(ctx, spec, num, nil)
+// startSecondary starts generation num as a secondary: a process (in
+// nil) or the connected instance in, with only its call channel open and
+// the function state of the last checkpoint restored. Nothing of it is
+// left running on error.
+func (p *Plugin) startSecondary(ctx context.Context, spec Spec, num int, in *transport.Incoming) (*generation, error) {
+	g, err := p.startGenerationOn(ctx, spec, num, in)
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +258,10 @@ func (p *Plugin) drainAndRetire(g *generation) {
 	if err != nil && !g.isDead() {
 		p.logf(g.num, "replica retired with calls in flight (%d): %v", n, err)
 	}
+	if g.in != nil && p.sup.isClosing() {
+		g.disconnect() // the daemon stops: the instance reconnects to the next one
+		return
+	}
 	g.retire(p.sup.opts.StopGrace.Duration)
 }
 
@@ -279,6 +287,10 @@ func (p *Plugin) replicaDied(s *replicaSlot, g *generation) {
 	s.g = nil
 	p.wake.Fire()
 	p.mu.Unlock()
+	if p.isExternal() {
+		p.replicaLost(g) // no restart: the next instance to connect fills the slot
+		return
+	}
 	g.retire(0)
 	if time.Since(g.started) > healthyAfter {
 		s.failures = 0
@@ -332,6 +344,12 @@ func (p *Plugin) restartReplica(s *replicaSlot) {
 // serves on; the report says so. Calls never pause: every step leaves at
 // least the other generations serving.
 func (p *Plugin) rollReplicas(rep *Report) {
+	if p.isExternal() {
+		// A handover of the primary: the secondaries are instances of their
+		// own, which the orchestrator rolls; they serve on.
+		p.ensureReplicas(false)
+		return
+	}
 	p.mu.Lock()
 	want := replicasOf(p.spec) - 1
 	spec := p.spec
@@ -346,7 +364,7 @@ func (p *Plugin) rollReplicas(rep *Report) {
 			continue // restarting: ensureReplicas starts it with the new spec
 		}
 		num := p.nextGen()
-		ng, err := p.startSecondary(p.ctx, spec, num)
+		ng, err := p.startSecondary(p.ctx, spec, num, nil)
 		if err != nil {
 			rep.ReplicaErrors = append(rep.ReplicaErrors, fmt.Sprintf("replica generation %d serves on: its replacement (generation %d) did not start: %v", old.num, num, err))
 			p.logf(num, "replica replacement failed, generation %d serves on: %v", old.num, err)

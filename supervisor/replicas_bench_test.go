@@ -51,6 +51,26 @@ func benchReplicas(b *testing.B, spec supervisor.Spec, n int, fn string, in []by
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchCalls(b, p, n, fn, in)
+}
+
+// BenchmarkExternalReplicas: calls/s with 64 calls in flight served by 1
+// and by 3 external Go instances over tls+tcp on loopback (the Go part of
+// BenchmarkReplicas, over the network).
+func BenchmarkExternalReplicas(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+			r := newExtRig(b, nil)
+			r.p = r.addN("fleet", nil, n)
+			startFleet(r, 0, n, true)
+			benchCalls(b, r.p, n, "echo", payload64)
+		})
+	}
+}
+
+// benchCalls waits for n instances of p, then times b.N calls of fn with
+// 64 in flight and reports calls/s.
+func benchCalls(b *testing.B, p *supervisor.Plugin, n int, fn string, in []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for len(p.Status().Instances) < n { // every replica up before timing

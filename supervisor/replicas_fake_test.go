@@ -162,6 +162,9 @@ func TestReplicaGivesUpThenReloadRefills(t *testing.T) {
 	fleet.mu.Lock()
 	fleet.runners[in[1].PID].crash("segfault")
 	fleet.mu.Unlock()
+	// A call sent to the secondary as it crashes fails with it; from its
+	// being out of service on, the primary answers every call.
+	waitInstances(t, p, 1)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(p.Status().LastError, "gave up") {
 		if _, err := p.Call(ctx, "pid", nil); err != nil {

@@ -264,6 +264,18 @@ func (p *Plugin) compatible(old, ng *generation) error {
 			return fmt.Errorf("%w: %s %s is in use and %s %s does not offer it", ErrUnknownSymbol, inst.kind, inst.symbol, ng.man.Name, ng.man.Version)
 		}
 	}
+	if err := p.missingFunctions(old, ng); err != nil {
+		return err
+	}
+	if old.man.StateVersion != ng.man.StateVersion && !ng.man.Migrate {
+		return fmt.Errorf("%w: %s %s has state version %q, the running %s has %q, and it has no Migrate hook",
+			ErrStateIncompatible, ng.man.Name, ng.man.Version, ng.man.StateVersion, old.man.Version, old.man.StateVersion)
+	}
+	return nil
+}
+
+// missingFunctions says which functions in use old offers and ng does not.
+func (p *Plugin) missingFunctions(old, ng *generation) error {
 	p.mu.Lock()
 	var missing []string
 	for fn := range p.fns {
@@ -274,10 +286,6 @@ func (p *Plugin) compatible(old, ng *generation) error {
 	p.mu.Unlock()
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: function %v is in use and %s %s does not offer it", ErrUnknownSymbol, missing, ng.man.Name, ng.man.Version)
-	}
-	if old.man.StateVersion != ng.man.StateVersion && !ng.man.Migrate {
-		return fmt.Errorf("%w: %s %s has state version %q, the running %s has %q, and it has no Migrate hook",
-			ErrStateIncompatible, ng.man.Name, ng.man.Version, ng.man.StateVersion, old.man.Version, old.man.StateVersion)
 	}
 	return nil
 }
