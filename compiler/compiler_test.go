@@ -376,8 +376,13 @@ func TestCancelKillsProcessGroup(t *testing.T) {
 	if _, err := ready.Read(buf); err != nil {
 		t.Fatalf("fake go never started its child: %v", err)
 	}
-	if len(liveProcsWithEnv(t, marker)) < 2 {
-		t.Fatal("expected the fake go and its child to be running")
+	// The child may be between fork and exec, when its environ reads
+	// empty for a moment: wait (bounded) until both are seen.
+	for deadline := time.Now().Add(10 * time.Second); len(liveProcsWithEnv(t, marker)) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("expected the fake go and its child to be running")
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc: there is no event to wait on
 	}
 	cancel()
 	select {
