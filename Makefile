@@ -40,7 +40,7 @@ test-python:
 # then the bench command's table against the clicks example.
 # Run ../shared/anchors/ipcbench/run.sh beside it for the baselines.
 bench: build
-	$(GO) test -run '^$$' -bench . -count 1 ./supervisor/ ./sdk/python/ ./compiler/
+	$(GO) test -run '^$$' -bench . -count 1 ./supervisor/ ./transport/ ./sdk/python/ ./compiler/
 	./bin/plugvisor bench
 
 # Fuzzing: `make test` runs every target's seeds (testdata/fuzz/<Target>/
