@@ -13,12 +13,23 @@ import "cmp"
 // secondary also takes no new calls while another instance can serve
 // (pickLocked), so none is in flight there when its grace period ends.
 
-// markLeaving records that g's instance is leaving: status shows
-// leaving, an instance.leaving event and a log line say so. Only the
-// first frame counts. It runs on g's control reader.
+// markLeaving records that g's instance is leaving. It runs on g's
+// control reader, which must not wait for the loop (the loop may be
+// waiting for a reply it reads): the flag is set at once, for
+// connectMore and pickLocked; the event and log line follow on the loop,
+// after g finished starting. Only the first frame counts.
 func (g *generation) markLeaving() {
 	if g.leaving.Swap(true) {
 		return
+	}
+	go func() { _ = g.p.do(g.p.ctx, g.announceLeaving) }() // ends with the plugin at the latest
+}
+
+// announceLeaving logs and publishes (instance.leaving) that g is
+// leaving; on the loop.
+func (g *generation) announceLeaving() {
+	if g.isDead() {
+		return // it ended meanwhile: instance.lost or handed_over said so
 	}
 	p := g.p
 	st := g.instanceStatus()
