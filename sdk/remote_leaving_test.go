@@ -53,3 +53,22 @@ func TestExternalInstanceSaysLeavingOnlyIfWelcomed(t *testing.T) {
 		}
 	}
 }
+
+// remoteEnv is the Env of an external instance with environment env.
+func remoteEnv(t *testing.T, env map[string]string, log *lines) Env {
+	t.Helper()
+	r, err := transport.RemoteFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func() (*transport.Remote, error) {
+		return transport.RemoteFromEnv(func(k string) string { return env[k] })
+	}
+	return Env{Remote: r, log: log, reload: reload}
+}
+
+func serveEnvAsync(ctx context.Context, env Env) chan error {
+	done := make(chan error, 1)
+	go func() { done <- ServeEnv(ctx, geoPlugin, env) }()
+	return done
+}

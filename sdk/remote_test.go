@@ -249,25 +249,6 @@ func serveAsync(t *testing.T, ctx context.Context, env map[string]string, log *l
 	return serveEnvAsync(ctx, remoteEnv(t, env, log))
 }
 
-// remoteEnv is the Env of an external instance with environment env.
-func remoteEnv(t *testing.T, env map[string]string, log *lines) Env {
-	t.Helper()
-	r, err := transport.RemoteFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	reload := func() (*transport.Remote, error) {
-		return transport.RemoteFromEnv(func(k string) string { return env[k] })
-	}
-	return Env{Remote: r, log: log, reload: reload}
-}
-
-func serveEnvAsync(ctx context.Context, env Env) chan error {
-	done := make(chan error, 1)
-	go func() { done <- ServeEnv(ctx, geoPlugin, env) }()
-	return done
-}
-
 func waitServe(t *testing.T, done chan error) error {
 	t.Helper()
 	select {
