@@ -3,6 +3,7 @@
 package supervisor_test
 
 import (
+	"os/exec"
 	"syscall"
 	"testing"
 
@@ -58,5 +59,42 @@ func TestExternalReplicaLeavingHandsOverFirst(t *testing.T) {
 			t.Fatalf("instance %d exited (%v); only the leaving one should", i, inst.err)
 		default:
 		}
+	}
+}
+
+// replicas = 1, a Python instance: SIGTERM makes it say leaving (status,
+// event) against the real daemon; the plain handover is unchanged — the
+// next instance takes over with the state and the old one exits 0.
+func TestExternalPythonLeavingHandover(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed")
+	}
+	r := newExtRig(t, nil)
+	py := r.start("geo", true)
+	r.waitEvent(supervisor.EventInstanceConnected, "geo")
+	r.call(r.p, "count", `"k"`)
+	if err := py.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	e := r.waitEvent(supervisor.EventInstanceLeaving, "geo")
+	if st, _ := e.Detail.(supervisor.InstanceStatus); st.Role != supervisor.RolePrimary || !st.Leaving {
+		t.Fatalf("leaving: %+v", e.Detail)
+	}
+	if in := r.p.Status().Instances; len(in) != 1 || !in[0].Leaving {
+		t.Fatalf("status instances %+v, want the one leaving", in)
+	}
+	if got := r.call(r.p, "count", `"k"`); got != "2" { // it serves on
+		t.Fatalf("count on the leaving instance = %s, want 2", got)
+	}
+	r.start("geo", true) // Python again: the Go SDK keeps function state in another scope
+	r.waitEvent(supervisor.EventInstanceHandedOver, "geo")
+	if err := py.waitExit(t); err != nil {
+		t.Fatalf("the leaving instance exited with %v, want status 0", err)
+	}
+	if in := r.p.Status().Instances; len(in) != 1 || in[0].Leaving {
+		t.Fatalf("status instances after the handover %+v, want the new one, not leaving", in)
+	}
+	if got := r.call(r.p, "count", `"k"`); got != "3" {
+		t.Fatalf("count after the handover = %s, want 3 (the state moved)", got)
 	}
 }
