@@ -13,10 +13,10 @@ import (
 // is the primary; the next ones join as secondaries until N serve; one
 // connecting while N serve is a rolling update and takes over from the
 // oldest leaving instance, else the oldest serving one — the primary by
-// the swap transaction, a secondary in its slot. A lost secondary empties its slot for the next
-// instance; a lost primary leaves the secondaries serving functions until
-// an instance connects and becomes the primary. Everything here runs on
-// the plugin's loop.
+// the swap transaction, a secondary in its slot. A lost secondary empties
+// its slot for the next instance; a lost primary leaves the secondaries
+// serving functions until an instance connects and becomes the primary.
+// Everything here runs on the plugin's loop.
 
 // slotsWantedLocked is how many secondaries the plugin should have. For
 // an external plugin it is the count the primary was welcomed with: a new

@@ -206,7 +206,8 @@ def _say_leaving(srv: Any) -> None:
     got SIGTERM (docs/protocol.md §5), once: a rolling update's next
     instance then takes over from this one first. On its own thread: the
     signal handler must not wait on the channel's lock."""
-    if fr.FEATURE_LEAVING not in srv.host_features or getattr(srv, "said_leaving", False):
+    features = srv.host_features if isinstance(srv.host_features, list) else []  # a bad welcome must not raise here
+    if fr.FEATURE_LEAVING not in features or getattr(srv, "said_leaving", False):
         return
     srv.said_leaving = True
 
