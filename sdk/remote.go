@@ -101,6 +101,7 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 		if err != nil {
 			return err
 		}
+		s.leave = leave
 		err = s.run(ctx)
 		if err == nil || ctx.Err() != nil || !errors.As(err, new(hostLost)) {
 			return err
@@ -127,6 +128,25 @@ func serveRemote(ctx context.Context, p Plugin, env Env) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// leavingOn is what the serving loop watches to say leaving: the SIGTERM
+// of an external instance, if the daemon's welcome lists the feature (an
+// older daemon drops a plugin that sends a frame it does not know).
+func (s *server) leavingOn(w *transport.WelcomeMsg) <-chan struct{} {
+	if s.leave == nil || !w.HasFeature(transport.FeatureLeaving) {
+		return nil
+	}
+	return s.leave
+}
+
+// sayLeaving tells the daemon this instance got SIGTERM, so a rolling
+// update's next instance takes over from this one first. A failed send
+// is left to the connection's loss, which ends the session anyway.
+func (s *server) sayLeaving() {
+	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
+	defer cancel()
+	_ = s.ctl.Send(ctx, transport.Frame{Type: transport.Leaving})
 }
 
 // lastWordsGrace bounds the wait for frames the daemon sent just before

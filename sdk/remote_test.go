@@ -158,9 +158,15 @@ func (i *hostInstance) send(c *transport.Conn, f transport.Frame) {
 // welcome accepts the instance and checks a call round trip on a function
 // channel opened through the Mux; call checks more.
 func (i *hostInstance) welcome(h *remoteHost) (call func(id uint64)) {
+	i.t.Helper()
+	return i.welcomeWith(h, transport.WelcomeMsg{Plugin: "geo", Generation: 1})
+}
+
+// welcomeWith is welcome with the WelcomeMsg w.
+func (i *hostInstance) welcomeWith(h *remoteHost, w transport.WelcomeMsg) (call func(id uint64)) {
 	t := i.t
 	t.Helper()
-	i.send(i.ctl, transport.Frame{Type: transport.Welcome, Payload: transport.JSON(transport.WelcomeMsg{Plugin: "geo", Generation: 1})})
+	i.send(i.ctl, transport.Frame{Type: transport.Welcome, Payload: transport.JSON(w)})
 	data, err := h.mux.Listen("geo", transport.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -240,16 +246,7 @@ func (l *lines) wait(t *testing.T, n int, parts ...string) string {
 
 func serveAsync(t *testing.T, ctx context.Context, env map[string]string, log *lines) chan error {
 	t.Helper()
-	r, err := transport.RemoteFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	reload := func() (*transport.Remote, error) {
-		return transport.RemoteFromEnv(func(k string) string { return env[k] })
-	}
-	go func() { done <- ServeEnv(ctx, geoPlugin, Env{Remote: r, log: log, reload: reload}) }()
-	return done
+	return serveEnvAsync(ctx, remoteEnv(t, env, log))
 }
 
 func waitServe(t *testing.T, done chan error) error {

@@ -56,7 +56,8 @@ type server struct {
 	conns     []*transport.Conn
 
 	heard    chan struct{}
-	welcomed bool // the handshake succeeded
+	welcomed bool          // the handshake succeeded
+	leave    chan struct{} // closed on SIGTERM of an external instance (remote.go)
 }
 
 type instance struct {
@@ -167,8 +168,12 @@ func (s *server) run(ctx context.Context) error {
 		parent = t.C
 	}
 	missed := 0
+	leaving := s.leavingOn(welcome)
 	for {
 		select {
+		case <-leaving:
+			leaving = nil
+			s.sayLeaving()
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-s.fatal:

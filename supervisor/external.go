@@ -30,6 +30,7 @@ const (
 	EventInstanceRefused    EventType = "instance.refused"     // a connection or a handover target was refused
 	EventInstanceHandedOver EventType = "instance.handed_over" // a handover moved the work to a new instance
 	EventInstanceLost       EventType = "instance.lost"        // the serving instance's connection ended
+	EventInstanceLeaving    EventType = "instance.leaving"     // an instance said it got SIGTERM (leaving.go)
 )
 
 // ErrNoInstance is returned to calls that waited for an external plugin

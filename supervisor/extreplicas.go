@@ -12,11 +12,11 @@ import (
 // replicas.go are filled by instances that connect. The first to connect
 // is the primary; the next ones join as secondaries until N serve; one
 // connecting while N serve is a rolling update and takes over from the
-// oldest serving instance — the primary by the swap transaction, a
-// secondary in its slot. A lost secondary empties its slot for the next
-// instance; a lost primary leaves the secondaries serving functions until
-// an instance connects and becomes the primary. Everything here runs on
-// the plugin's loop.
+// oldest leaving instance, else the oldest serving one — the primary by
+// the swap transaction, a secondary in its slot. A lost secondary empties
+// its slot for the next instance; a lost primary leaves the secondaries
+// serving functions until an instance connects and becomes the primary.
+// Everything here runs on the plugin's loop.
 
 // slotsWantedLocked is how many secondaries the plugin should have. For
 // an external plugin it is the count the primary was welcomed with: a new
@@ -31,23 +31,35 @@ func (p *Plugin) slotsWantedLocked() int {
 }
 
 // connectMore places an instance that connected while cur serves: in an
-// empty slot, else it takes over from the oldest serving instance.
+// empty slot, else it takes over from the oldest leaving instance (one
+// that said it got SIGTERM: leaving.go), else from the oldest serving one.
 func (p *Plugin) connectMore(cur *generation, in *transport.Incoming) {
 	p.ensureReplicas(false) // the slots as the primary's replicas say (starts nothing for an external plugin)
 	p.mu.Lock()
 	var empty, oldestSlot *replicaSlot
 	oldest := cur
+	leaving, leavingSlot := cur, (*replicaSlot)(nil)
+	if !cur.leaving.Load() {
+		leaving = nil
+	}
 	for _, s := range p.reps.slots {
 		switch {
 		case s.g == nil || s.g.isDead():
 			if empty == nil {
 				empty = s
 			}
+			continue
 		case s.g.num < oldest.num:
 			oldest, oldestSlot = s.g, s
 		}
+		if s.g.leaving.Load() && (leaving == nil || s.g.num < leaving.num) {
+			leaving, leavingSlot = s.g, s
+		}
 	}
 	p.mu.Unlock()
+	if leaving != nil {
+		oldest, oldestSlot = leaving, leavingSlot
+	}
 	switch {
 	case empty != nil:
 		p.joinReplica(empty, in)

@@ -58,6 +58,7 @@ type generation struct {
 	forced    atomic.Bool // killed by a forced swap: unanswered calls go to the next generation
 	lastHeard atomic.Int64
 	refused   atomic.Pointer[string] // why a peer's hello was refused, if one was
+	leaving   atomic.Bool            // an external instance said it got SIGTERM (leaving.go)
 
 	reqs    waiters // control requests awaiting their reply
 	pending waiters // function calls awaiting their result
@@ -291,6 +292,11 @@ func (g *generation) readControl(token string, hs chan<- error) {
 			case transport.OK, transport.Error, transport.State:
 				g.reqs.deliver(f)
 			case transport.Pong:
+			case transport.Leaving:
+				if g.in == nil {
+					return fmt.Errorf("%w: leaving frame from a local plugin", transport.ErrMalformed)
+				}
+				g.markLeaving()
 			default:
 				return fmt.Errorf("%w: unexpected %s frame on the control channel", transport.ErrMalformed, f.Type)
 			}
@@ -348,6 +354,9 @@ func (g *generation) hello(f transport.Frame, token string) (ok bool, err error)
 		HeartbeatMS: g.heartbeatInterval().Milliseconds()}
 	if n := replicasOf(g.spec); n > 1 {
 		welcome.Replicas = n
+	}
+	if g.in != nil {
+		welcome.Features = []string{transport.FeatureLeaving}
 	}
 	return true, g.ctl.Send(context.Background(), transport.Frame{Type: transport.Welcome, Payload: transport.JSON(welcome)})
 }

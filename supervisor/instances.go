@@ -23,6 +23,7 @@ type InstanceStatus struct {
 	ConnectedSince time.Time `json:"connected_since"` // connected (external) or started (local)
 	InFlight       int       `json:"in_flight"`
 	Role           string    `json:"role,omitempty"`
+	Leaving        bool      `json:"leaving,omitempty"` // an external instance that got SIGTERM (leaving.go)
 }
 
 // instanceStatus describes g; a nil g describes nothing.
@@ -34,6 +35,7 @@ func (g *generation) instanceStatus() InstanceStatus {
 	if g.in != nil {
 		st.Address, st.Cert, st.ConnectedSince = g.in.Remote, g.in.Cert, g.in.At
 	}
+	st.Leaving = g.leaving.Load()
 	g.actMu.Lock()
 	st.InFlight = g.active
 	g.actMu.Unlock()

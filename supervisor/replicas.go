@@ -87,7 +87,7 @@ func (p *Plugin) pickLocked() (*generation, error) {
 	start := p.reps.next % n
 	p.reps.next++
 	var best *generation
-	bestLoad := 0
+	bestLoad, bestLeaving := 0, false
 	for k := range n {
 		i := (start + k) % n
 		c := g
@@ -100,8 +100,11 @@ func (p *Plugin) pickLocked() (*generation, error) {
 		if c == nil {
 			continue
 		}
-		if l := c.inFlight(); best == nil || l < bestLoad {
-			best, bestLoad = c, l
+		// A leaving secondary (leaving.go) takes calls only when no other
+		// instance can: its orchestrator is about to end it.
+		l, leaving := c.inFlight(), i > 0 && c.leaving.Load()
+		if best == nil || bestLeaving && !leaving || bestLeaving == leaving && l < bestLoad {
+			best, bestLoad, bestLeaving = c, l, leaving
 		}
 	}
 	if best != nil {

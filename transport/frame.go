@@ -34,6 +34,7 @@ const (
 	Error    Type = 11 // plugin → host: request with the same id failed (JSON ErrorMsg)
 	State    Type = 12 // plugin → host: reply to Snapshot (state blob)
 	Pong     Type = 13 // plugin → host: reply to Ping
+	Leaving  Type = 14 // plugin → host: got SIGTERM, its orchestrator is ending it (only to a host welcoming with FeatureLeaving)
 )
 
 // Data channel frames. A data channel carries data and markers in one
@@ -58,7 +59,7 @@ const Batch Type = 64
 var typeNames = map[Type]string{
 	Hello: "hello", Welcome: "welcome", Refuse: "refuse", Open: "open", Stop: "stop",
 	Snapshot: "snapshot", Restore: "restore", Ping: "ping", Shutdown: "shutdown",
-	OK: "ok", Error: "error", State: "state", Pong: "pong",
+	OK: "ok", Error: "error", State: "state", Pong: "pong", Leaving: "leaving",
 	Data: "data", Barrier: "barrier", Ack: "ack", EOS: "eos", Call: "call",
 	Result: "result", Fail: "fail", Checkpoint: "checkpoint", Batch: "batch",
 	CallBatch: "call_batch", ResultBatch: "result_batch",

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 
 	"github.com/plugvisor/plugvisor/schema"
 )
@@ -164,6 +165,18 @@ type WelcomeMsg struct {
 	// fails that call with CodeReplicatedState: each replica would keep
 	// its own copy and the state would split.
 	Replicas int `json:"replicas,omitempty"`
+	// Features lists optional frames the host understands from the
+	// plugin (FeatureLeaving); a plugin sends none a host did not list,
+	// since an older host drops a plugin sending an unknown frame.
+	Features []string `json:"features,omitempty"`
+}
+
+// FeatureLeaving in WelcomeMsg.Features: the host takes the Leaving frame.
+const FeatureLeaving = "leaving"
+
+// HasFeature says whether the welcome lists feature f.
+func (w *WelcomeMsg) HasFeature(f string) bool {
+	return slices.Contains(w.Features, f)
 }
 
 // OpenMsg opens a symbol instance on its own data channel.

@@ -12,7 +12,8 @@ import (
 
 // printInstances lists a plugin's serving instances (status NAME):
 // where each runs or connected from, its certificate, generation and
-// version, since when, its calls in flight and its role.
+// version, since when, its calls in flight and its role (leaving, if
+// it said it got SIGTERM).
 func printInstances(out io.Writer, list []supervisor.InstanceStatus) {
 	if len(list) == 0 {
 		return
@@ -29,7 +30,11 @@ func printInstances(out io.Writer, list []supervisor.InstanceStatus) {
 		if !in.ConnectedSince.IsZero() {
 			since = in.ConnectedSince.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%d\t%s\n", dash(addr), dash(in.Cert), in.Generation, dash(in.Version), since, in.InFlight, dash(in.Role))
+		role := dash(in.Role)
+		if in.Leaving { // it got SIGTERM: a rolling update retires it first
+			role += " (leaving)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%d\t%s\n", dash(addr), dash(in.Cert), in.Generation, dash(in.Version), since, in.InFlight, role)
 	}
 	tw.Flush()
 }

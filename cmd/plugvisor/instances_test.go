@@ -10,7 +10,7 @@ import (
 )
 
 // status NAME lists the instances: an external one by its address and
-// certificate, a local one by its pid; a plugin waiting for an instance
+// certificate, a local one by its pid, one that got SIGTERM as leaving; a plugin waiting for an instance
 // shows its state and no instance table.
 func TestStatusListsInstances(t *testing.T) {
 	since := time.Date(2026, 11, 26, 1, 2, 3, 0, time.Local)
@@ -18,10 +18,13 @@ func TestStatusListsInstances(t *testing.T) {
 	printStatus(&out, []status{{Name: "geo", State: supervisor.StateRunning, Kind: "external", Generation: 4,
 		Instances: []supervisor.InstanceStatus{
 			{Address: "10.1.2.3:41234", Cert: "geo", Generation: 4, Version: "1.4.0", ConnectedSince: since, InFlight: 2, Role: supervisor.RolePrimary},
-			{PID: 4242, Generation: 5, Version: "1.4.0", Role: supervisor.RoleReplica},
+			{PID: 4242, Generation: 5, Version: "1.4.0", Role: supervisor.RoleReplica, Leaving: true},
 		}}}, true)
 	got := out.String()
-	for _, want := range []string{"instances:", "10.1.2.3:41234", "geo", "1.4.0", "2026-11-26 01:02:03", "primary", "pid 4242", "replica"} {
+	if strings.Count(got, "leaving") != 1 {
+		t.Fatalf("status output: only generation 5 is leaving:\n%s", got)
+	}
+	for _, want := range []string{"instances:", "10.1.2.3:41234", "geo", "1.4.0", "2026-11-26 01:02:03", "primary", "pid 4242", "replica (leaving)"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("status output lacks %q:\n%s", want, got)
 		}

@@ -15,6 +15,7 @@ DEFAULT_MAX_FRAME = 16 << 20
 # Control channel.
 HELLO, WELCOME, REFUSE, OPEN, STOP, SNAPSHOT, RESTORE, PING, SHUTDOWN = range(1, 10)
 OK, ERROR, STATE, PONG = 10, 11, 12, 13
+LEAVING = 14  # plugin → host: got SIGTERM; only to a host whose welcome lists FEATURE_LEAVING
 # Data channels.
 DATA, BARRIER, ACK, EOS, CALL, RESULT, FAIL, CHECKPOINT = range(32, 40)
 CALL_BATCH, RESULT_BATCH = 40, 41
@@ -23,6 +24,9 @@ BATCH = 64
 # Protocol features a manifest may announce ("features"): the host sends
 # call_batch frames only to a plugin that announces FEATURE_CALL_BATCH.
 FEATURE_CALL_BATCH = "call_batch"
+# Frames a host's welcome may list ("features") as understood: an older
+# host drops a plugin that sends a frame it does not know.
+FEATURE_LEAVING = "leaving"
 # Per-item status in a result_batch payload.
 ITEM_OK, ITEM_ERROR, ITEM_PANIC = 0, 1, 2
 MAX_BATCH_ITEMS = 1 << 16
@@ -30,7 +34,7 @@ MAX_BATCH_ITEMS = 1 << 16
 TYPE_NAMES = {
     HELLO: "hello", WELCOME: "welcome", REFUSE: "refuse", OPEN: "open", STOP: "stop",
     SNAPSHOT: "snapshot", RESTORE: "restore", PING: "ping", SHUTDOWN: "shutdown",
-    OK: "ok", ERROR: "error", STATE: "state", PONG: "pong",
+    OK: "ok", ERROR: "error", STATE: "state", PONG: "pong", LEAVING: "leaving",
     DATA: "data", BARRIER: "barrier", ACK: "ack", EOS: "eos", CALL: "call",
     RESULT: "result", FAIL: "fail", CHECKPOINT: "checkpoint", BATCH: "batch",
     CALL_BATCH: "call_batch", RESULT_BATCH: "result_batch",

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping
 
+from . import frames as fr
 from .sp import Closed, SPSocket
 from .tls import TLSStream
 
@@ -195,8 +196,28 @@ def exit_on_sigterm(name: str) -> None:
             os._exit(0)
         sys.stderr.write("plugin %s: SIGTERM: serving on until plugvisor retires this instance or the connection ends\n" % name)
         sys.stderr.flush()
+        _say_leaving(_serving[0])
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def _say_leaving(srv: Any) -> None:
+    """Tells a daemon whose welcome lists the feature that this instance
+    got SIGTERM (docs/protocol.md §5), once: a rolling update's next
+    instance then takes over from this one first. On its own thread: the
+    signal handler must not wait on the channel's lock."""
+    features = srv.host_features if isinstance(srv.host_features, list) else []  # a bad welcome must not raise here
+    if fr.FEATURE_LEAVING not in features or getattr(srv, "said_leaving", False):
+        return
+    srv.said_leaving = True
+
+    def send() -> None:
+        try:
+            srv.ctl.send(fr.LEAVING, 0, b"")
+        except Closed:
+            pass  # the connection is ending: that ends the session anyway
+
+    threading.Thread(target=send, name="plugvisor-leaving", daemon=True).start()
 
 
 def _no_password() -> bytes:

@@ -125,6 +125,7 @@ class Server(SymbolRunner):
             self.ctl.close()
             return self._die(str(e), lost=e.lost)
         self.welcomed = True
+        self.host_features = welcome.get("features") or []  # frames the host understands (remote.py: leaving)
         if self.on_welcome is not None:
             self.on_welcome()
         self._heard = time.monotonic()

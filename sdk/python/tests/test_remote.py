@@ -162,7 +162,7 @@ class Daemon:
         self.conns.append(c)
         return c
 
-    def session(self, test, proc, generation, heartbeat_ms=0):
+    def session(self, test, proc, generation, heartbeat_ms=0, features=None):
         """Accepts a control connection and runs the handshake to welcome."""
         c = self.accept(["plugvisor.1"])
         test.assertEqual(c.alpn, "plugvisor.1")
@@ -173,8 +173,10 @@ class Daemon:
         h = json.loads(hello.payload)
         test.assertEqual((h["protocol"], h["token"], h["pid"]), (1, "", proc.pid))
         test.assertEqual((h["manifest"]["name"], h["manifest"]["version"]), ("geo", "1.2.0"))
-        c.send(fr.WELCOME, 0, json.dumps({"plugin": "geo", "generation": generation, "config": {},
-                                          "heartbeat_ms": heartbeat_ms}).encode())
+        welcome = {"plugin": "geo", "generation": generation, "config": {}, "heartbeat_ms": heartbeat_ms}
+        if features is not None:
+            welcome["features"] = features
+        c.send(fr.WELCOME, 0, json.dumps(welcome).encode())
         return c
 
 
@@ -371,6 +373,26 @@ class RemoteTest(unittest.TestCase):
         data.send(fr.CALL, 3, fr.call_payload("double", b"21"))
         f = data.next()
         self.assertEqual((f.type, f.id, f.payload), (fr.RESULT, 3, b"42"))
+        ctl.send(fr.SHUTDOWN)
+        self.assertEqual(p.wait(), 0, p.seen)
+
+    def test_sigterm_says_leaving_to_a_host_that_knows_it(self):
+        # The welcome lists "leaving": SIGTERM sends one leaving frame (id 0,
+        # empty) and it serves on. Without the feature it sends none (the
+        # test above: the next frame there is open's ok).
+        d = Daemon(self, self.pki)
+        p = Plugin(self, connect_env(self.pki, d.address))
+        ctl = d.session(self, p, 1, features=["other", "leaving"])
+        p.wait_line("welcomed as generation 1")
+        p.p.terminate()
+        f = ctl.next()
+        self.assertEqual((f.type, f.id, f.payload), (fr.LEAVING, 0, b""))
+        p.p.terminate()  # a second SIGTERM says nothing more
+        p.wait_line("SIGTERM: serving on")
+        p.wait_line("SIGTERM: serving on")
+        ctl.send(fr.PING, 5)
+        f = ctl.next()
+        self.assertEqual((f.type, f.id), (fr.PONG, 5))
         ctl.send(fr.SHUTDOWN)
         self.assertEqual(p.wait(), 0, p.seen)
 
