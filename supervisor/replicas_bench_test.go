@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -97,4 +98,66 @@ func benchCalls(b *testing.B, p *supervisor.Plugin, n int, fn string, in []byte)
 	}
 	wg.Wait()
 	b.ReportMetric(float64(per*inflight)/time.Since(start).Seconds(), "calls/s")
+}
+
+// BenchmarkRollingReload measures what the issue bounds: the latency
+// callers see while a plugin with 3 replicas is reloaded (one rolling
+// reload per b.N), next to the same two callers' p99 before any reload.
+// It reports both p99s, the slowest call during the reloads, that over
+// the quiet p99 (the issue's bound is 2), failed calls, and the longest
+// a call waited in the host for a serving generation.
+func BenchmarkRollingReload(b *testing.B) {
+	o := supervisor.Options{Supervisor: config.Supervisor{StateDir: b.TempDir()}}
+	o.StopGrace.Duration = 300 * time.Millisecond
+	sup, err := supervisor.New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sup.Close(context.Background()) })
+	spec := helperSpec("plugin")
+	spec.Replicas = 3
+	p, err := sup.Add("bench", spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for len(p.Status().Instances) < 3 {
+		if _, err := p.Call(ctx, "echo", payload64); err != nil {
+			b.Fatal(err)
+		}
+	}
+	l := startLoad(p, 2)
+	defer l.end()
+	// No event marks "enough calls": poll the count, bounded.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for enough := false; !enough; {
+		select {
+		case <-ctx.Done():
+			b.Fatal("no baseline calls")
+		case <-tick.C:
+		}
+		l.mu.Lock()
+		enough = len(l.lat) >= 5000
+		l.mu.Unlock()
+	}
+	quiet, _ := l.take()
+	p.ResetMaxCallPause() // the first calls waited for the start
+	b.ResetTimer()
+	for range b.N {
+		if _, err := p.Reload(ctx, supervisor.ReloadOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	during, errs := l.take()
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	q99 := quantile(quiet, 0.99)
+	b.ReportMetric(us(q99), "quiet-p99-µs")
+	b.ReportMetric(us(quantile(during, 0.99)), "rolling-p99-µs")
+	b.ReportMetric(us(slices.Max(during)), "rolling-max-µs")
+	b.ReportMetric(float64(slices.Max(during))/float64(q99), "max/quiet-p99")
+	b.ReportMetric(float64(len(errs)), "failed-calls")
+	b.ReportMetric(us(p.MaxCallPause()), "max-wait-µs")
 }
