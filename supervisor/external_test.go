@@ -109,7 +109,7 @@ func (r *extRig) start(name string, python bool, env ...string) *instance {
 			r.t.Fatal(err)
 		}
 		cmd = exec.Command(exe, "-test.run=^$")
-		env = append(env, modeEnv+"=external")
+		env = append(env, modeEnv+"=external", "GORACE=atexit_sleep_ms=0") // no -race exit sleep (helperSpec)
 	}
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		transport.EnvConnect + "=" + r.sup.ListenAddr(), transport.EnvTLSCert + "=" + cert, transport.EnvTLSKey + "=" + key,

@@ -18,8 +18,7 @@ func startFleet(r *extRig, from, n int, primary bool, env ...string) []*instance
 	r.t.Helper()
 	var out []*instance
 	for i := range n {
-		// A -race child sleeps a second before it exits (GORACE atexit_sleep_ms).
-		e := append([]string{"GORACE=atexit_sleep_ms=0", "PV_TEST_ID=" + strconv.Itoa(from+i)}, env...)
+		e := append([]string{"PV_TEST_ID=" + strconv.Itoa(from+i)}, env...)
 		out = append(out, r.start("fleet", false, e...))
 		ev := r.waitEvent(supervisor.EventInstanceConnected, "fleet")
 		want := supervisor.RoleReplica

@@ -391,7 +391,10 @@ func sinkSpec(t *testing.T) (supervisor.Spec, string) {
 }
 
 func helperSpec(mode string, env ...string) supervisor.Spec {
-	e := map[string]string{modeEnv: mode}
+	// Under -race a child sleeps a second before it exits (GORACE
+	// atexit_sleep_ms, default 1000), so every retirement would wait out
+	// stop_grace and be ended by SIGTERM instead of exiting on shutdown.
+	e := map[string]string{modeEnv: mode, "GORACE": "atexit_sleep_ms=0"}
 	for i := 0; i+1 < len(env); i += 2 {
 		e[env[i]] = env[i+1]
 	}

@@ -22,9 +22,7 @@ import (
 // n serve.
 func replicated(t *testing.T, sup *supervisor.Supervisor, n int) *supervisor.Plugin {
 	t.Helper()
-	// A -race child sleeps a second before it exits (GORACE atexit_sleep_ms),
-	// which would make every retirement wait out stop_grace.
-	spec := helperSpec("plugin", "GORACE", "atexit_sleep_ms=0")
+	spec := helperSpec("plugin") // without the -race exit sleep (helperSpec)
 	spec.Replicas = n
 	p, err := sup.Add("clicks", spec)
 	if err != nil {
