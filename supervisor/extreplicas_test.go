@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,5 +201,39 @@ func TestExternalReplicaLost(t *testing.T) {
 			t.Fatalf("instance %d exited (%v) when the daemon closed; it should reconnect", i, inst.err)
 		default:
 		}
+	}
+}
+
+// A new instance connects and a secondary dies before the loop has
+// handled either: the new one fills the dead one's slot, and the dead one
+// is still reported lost (instance.lost, with its generation).
+func TestExternalReplicaLostWhileAnotherArrives(t *testing.T) {
+	r := newExtRig(t, nil)
+	r.p = r.addN("fleet", nil, 3)
+	insts := startFleet(r, 0, 3, true)
+	in := waitServing(t, r.p, 3)
+	release := r.p.HoldLoop()
+	held := true
+	defer func() {
+		if held {
+			release()
+		}
+	}()
+	// The loop takes its work in the order it was queued: the arrival
+	// first, then the death, the order that hid the loss.
+	r.start("fleet", false, "PV_TEST_ID=3")
+	waitFor(t, "the new instance to wait for the loop", 8*time.Second, func() bool { return r.sup.Arriving("fleet") == 1 })
+	if err := insts[2].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the killed replica to end, still in its slot", 8*time.Second, func() bool { return r.p.DeadReplicas() == 1 })
+	release()
+	held = false
+	e := r.waitEvent(supervisor.EventInstanceLost, "fleet")
+	if e.Generation != in[2].Generation {
+		t.Fatalf("instance.lost for generation %d, want the killed %d", e.Generation, in[2].Generation)
+	}
+	if got := waitServing(t, r.p, 3); slices.ContainsFunc(got, func(s supervisor.InstanceStatus) bool { return s.Generation == in[2].Generation }) {
+		t.Fatalf("the killed generation still serves: %+v", got)
 	}
 }
