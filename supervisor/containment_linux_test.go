@@ -2,13 +2,11 @@ package supervisor_test
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -195,7 +193,7 @@ func TestLeftoversOfAKilledHost(t *testing.T) {
 // A plugin printing without newlines is limited before the daemon's log
 // (issue 9, item 6); the plugin keeps serving and drops are counted.
 func TestOutputFloodIsRateLimited(t *testing.T) {
-	var log countingWriter
+	var log syncBuffer
 	logger := zerolog.New(&log)
 	reg := prometheus.NewRegistry()
 	rate := 64 << 10
@@ -207,7 +205,7 @@ func TestOutputFloodIsRateLimited(t *testing.T) {
 	})
 	p, _ := sup.Add("flood", helperSpec("flood"))
 	call(t, p, "count", `"k"`)
-	start, before := time.Now(), log.n()
+	start, before := time.Now(), log.Len()
 	metric := func(name string) float64 {
 		mfs, _ := reg.Gather()
 		for _, mf := range mfs {
@@ -225,7 +223,7 @@ func TestOutputFloodIsRateLimited(t *testing.T) {
 		return dropped() >= 32<<20 && time.Since(start) >= 2*time.Second
 	})
 	el := time.Since(start)
-	grew := log.n() - before
+	grew := log.Len() - before
 	// At most the rate over the time plus one second of burst, plus the
 	// JSON around each line (a 4 KiB line per 4 KiB of budget).
 	limit := int64(float64(rate)*(el.Seconds()+1)) * 11 / 10
@@ -234,35 +232,12 @@ func TestOutputFloodIsRateLimited(t *testing.T) {
 	if grew > limit {
 		t.Fatalf("log grew %d bytes in %s, over the limit %d", grew, el, limit)
 	}
-	if !bytes.Contains(log.bytes(), []byte(`"dropped_bytes"`)) {
+	if !strings.Contains(log.String(), `"dropped_bytes"`) {
 		t.Fatal("no note about dropped output in the log")
 	}
 	if n := metric("plugvisor_plugin_output_dropped_lines_total"); n < 1 {
 		t.Fatalf("dropped lines metric: %v", n)
 	}
-}
-
-type countingWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *countingWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(b)
-}
-
-func (w *countingWriter) n() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return int64(w.buf.Len())
-}
-
-func (w *countingWriter) bytes() []byte {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return bytes.Clone(w.buf.Bytes())
 }
 
 // Two plugins whose 40-character names share their first 16 characters both

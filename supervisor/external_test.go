@@ -544,7 +544,8 @@ func TestExternalInstanceKilled(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
+// syncBuffer is a bytes.Buffer safe for a writer (a process's output, a
+// logger) and the test reading it.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -560,6 +561,12 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func (s *syncBuffer) Len() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int64(s.b.Len())
 }
 
 // A newer instance that cannot take over (a function in use is missing)
