@@ -360,15 +360,20 @@ class RemoteTest(unittest.TestCase):
             base = remote.BACKOFF_MIN * 2 ** i
             self.assertTrue(base * 0.8 - 0.01 <= w <= base * 1.2 + 0.01, (i, waits))
 
-    def test_sigterm_serves_on_until_retired(self):
-        # An orchestrator rolling the instance: it keeps serving (the daemon
-        # may be handing its work over), exits 0 on shutdown.
+    def serving_then_sigterm(self):
+        """A welcomed instance that got SIGTERM and said it serves on."""
         d = Daemon(self, self.pki)
         p = Plugin(self, connect_env(self.pki, d.address))
         ctl = d.session(self, p, 1)
         p.wait_line("welcomed as generation 1")
         p.p.terminate()
         p.wait_line("SIGTERM: serving on")
+        return d, p, ctl
+
+    def test_sigterm_serves_on_until_retired(self):
+        # An orchestrator rolling the instance: it keeps serving (the daemon
+        # may be handing its work over), exits 0 on shutdown.
+        d, p, ctl = self.serving_then_sigterm()
         data = self.open_functions(d, ctl, 1)
         data.send(fr.CALL, 3, fr.call_payload("double", b"21"))
         f = data.next()
@@ -397,12 +402,7 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(p.wait(), 0, p.seen)
 
     def test_sigterm_then_lost_connection_exits_0(self):
-        d = Daemon(self, self.pki)
-        p = Plugin(self, connect_env(self.pki, d.address))
-        ctl = d.session(self, p, 1)
-        p.wait_line("welcomed as generation 1")
-        p.p.terminate()
-        p.wait_line("SIGTERM: serving on")
+        _, p, ctl = self.serving_then_sigterm()
         ctl.drop()
         self.assertEqual(p.wait(), 0, p.seen)
         self.assertTrue(any("exiting (SIGTERM)" in l for l in p.seen), p.seen)
