@@ -224,34 +224,12 @@ func TestConfigMapUpdates(t *testing.T) {
 	d.stop(t)
 }
 
-// A change no watch can see (the config is a symlink to a file in another
-// folder) is found by the periodic content check.
-func TestConfigCheckCatchesUnwatchedChange(t *testing.T) {
+// symlinkedDaemon runs `plugvisor run` on etc/config.toml, a symlink to
+// real/config.toml (head plus plugin a), where no watch of etc sees a
+// change: it returns the real file, the daemon and its config events.
+func symlinkedDaemon(t *testing.T, head string) (string, *child, <-chan supervisor.Event) {
+	t.Helper()
 	dir := t.TempDir()
-	real := filepath.Join(dir, "real", "config.toml")
-	os.MkdirAll(filepath.Dir(real), 0o755)
-	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
-	os.WriteFile(real, []byte(inprocHead+"[plugins.a]\ndriver = \"upper\"\n"), 0o644)
-	link := filepath.Join(dir, "etc", "config.toml")
-	if err := os.Symlink(real, link); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemonConfig(t, "run", link)
-	base := "http://" + d.addr
-	waitUp(t, base, "a")
-	evs := configEvents(t, base)
-	os.WriteFile(real, []byte(inprocHead+"[plugins.a]\ndriver = \"upper\"\n[plugins.b]\ndriver = \"json\"\n"), 0o644)
-	if e := nextApplied(t, evs, "unwatched change"); e.Error != "" || strings.Join(detailList(e, "added"), ",") != "b" {
-		t.Fatalf("unwatched change: %+v", e)
-	}
-	d.stop(t)
-}
-
-// SIGHUP re-reads the config, with the periodic check off and no watch
-// that could see the change.
-func TestSIGHUPRereadsConfig(t *testing.T) {
-	dir := t.TempDir()
-	head := strings.Replace(inprocHead, `config_check = "100ms"`, `config_check = "0s"`, 1)
 	real := filepath.Join(dir, "real", "config.toml")
 	os.MkdirAll(filepath.Dir(real), 0o755)
 	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
@@ -263,7 +241,25 @@ func TestSIGHUPRereadsConfig(t *testing.T) {
 	d := startDaemonConfig(t, "run", link)
 	base := "http://" + d.addr
 	waitUp(t, base, "a")
-	evs := configEvents(t, base)
+	return real, d, configEvents(t, base)
+}
+
+// A change no watch can see (the config is a symlink to a file in another
+// folder) is found by the periodic content check.
+func TestConfigCheckCatchesUnwatchedChange(t *testing.T) {
+	real, d, evs := symlinkedDaemon(t, inprocHead)
+	os.WriteFile(real, []byte(inprocHead+"[plugins.a]\ndriver = \"upper\"\n[plugins.b]\ndriver = \"json\"\n"), 0o644)
+	if e := nextApplied(t, evs, "unwatched change"); e.Error != "" || strings.Join(detailList(e, "added"), ",") != "b" {
+		t.Fatalf("unwatched change: %+v", e)
+	}
+	d.stop(t)
+}
+
+// SIGHUP re-reads the config, with the periodic check off and no watch
+// that could see the change.
+func TestSIGHUPRereadsConfig(t *testing.T) {
+	head := strings.Replace(inprocHead, `config_check = "100ms"`, `config_check = "0s"`, 1)
+	real, d, evs := symlinkedDaemon(t, head)
 	os.WriteFile(real, []byte(head+"[plugins.b]\ndriver = \"json\"\n"), 0o644)
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
