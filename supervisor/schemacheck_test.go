@@ -1,14 +1,11 @@
 package supervisor_test
 
 import (
-	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/plugvisor/plugvisor/config"
 	"github.com/plugvisor/plugvisor/sdk"
 	"github.com/plugvisor/plugvisor/supervisor"
 )
@@ -35,18 +32,7 @@ func inproc(fn any) *sdk.Plugin {
 // accepted and reported; a change to a function nobody called is not
 // checked.
 func TestSwapChecksSchemasOfSymbolsInUse(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "pvsc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: dir}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Close(ctx)
+	ctx, sup := ctxT(t, 30*time.Second), newSup(t)
 	v1 := inproc(func(in countIn) (countOut, error) { return countOut{N: 1}, nil })
 	p, err := sup.Add("p", supervisor.Spec{InProc: v1})
 	if err != nil {
@@ -96,18 +82,7 @@ func TestSwapChecksSchemasOfSymbolsInUse(t *testing.T) {
 // A pipeline whose stages do not fit does not run: RunPipeline says which
 // stages and both types before it subscribes to anything.
 func TestRunPipelineRefusesIllTyped(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "pvsc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sup, err := supervisor.New(supervisor.Options{Supervisor: config.Supervisor{StateDir: dir}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Close(ctx)
+	ctx, sup := ctxT(t, 30*time.Second), newSup(t)
 	if _, err := sup.Add("p", supervisor.Spec{InProc: inproc(func(in countIn) (countOut, error) { return countOut{}, nil })}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +90,7 @@ func TestRunPipelineRefusesIllTyped(t *testing.T) {
 		Functions: []supervisor.Ref{{Plugin: "p", Symbol: "count"}, {Plugin: "p", Symbol: "count"}}}
 	// The source stage announces no item (count is no source): not checked;
 	// count's output object{n} does not fit its input object{key}.
-	err = sup.RunPipeline(ctx, pl)
+	err := sup.RunPipeline(ctx, pl)
 	if !errors.Is(err, supervisor.ErrSchemaIncompatible) ||
 		!strings.Contains(err.Error(), "function p.count emits object{n: integer} but function p.count takes object{key: string} (field key: required field missing)") {
 		t.Fatalf("RunPipeline: %v", err)
