@@ -35,6 +35,20 @@ func (p *Plugin) slotsWantedLocked() int {
 // that said it got SIGTERM: leaving.go), else from the oldest serving one.
 func (p *Plugin) connectMore(cur *generation, in *transport.Incoming) {
 	p.ensureReplicas(false) // the slots as the primary's replicas say (starts nothing for an external plugin)
+	// A secondary may have ended with its end still queued behind this
+	// arrival: handle it now, as its watcher would (instance.lost), so the
+	// slot is empty and not taken over silently.
+	p.mu.Lock()
+	ended := map[*replicaSlot]*generation{}
+	for _, s := range p.reps.slots {
+		if s.g != nil && s.g.isDead() {
+			ended[s] = s.g
+		}
+	}
+	p.mu.Unlock()
+	for s, g := range ended {
+		p.replicaDied(s, g)
+	}
 	p.mu.Lock()
 	var empty, oldestSlot *replicaSlot
 	oldest := cur

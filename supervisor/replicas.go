@@ -235,14 +235,7 @@ func (p *Plugin) replaceReplica(s *replicaSlot, ng *generation) {
 	p.wake.Fire()
 	p.mu.Unlock()
 	go p.watchReplica(s, ng)
-	switch {
-	case old == nil:
-	case old.isDead() && p.isExternal():
-		// It ended before the loop handled that (an instance arriving
-		// was queued first): replicaDied will find it replaced, so report
-		// the loss here.
-		p.replicaLost(old)
-	default:
+	if old != nil {
 		p.drainAndRetire(old)
 	}
 }
