@@ -54,9 +54,9 @@ func checkListen(s string) error {
 	return nil
 }
 
-// externalSupervisor checks the listener's keys together and resolves
-// the certificate paths from the config's folder.
-func (p *parser) externalSupervisor(path []string, s *Supervisor, base string) {
+// externalSupervisor checks the listener's keys together (the table in
+// settings.go read each and made the paths absolute).
+func (p *parser) externalSupervisor(path []string, s *Supervisor) {
 	files := []struct {
 		key string
 		v   *string
@@ -68,9 +68,6 @@ func (p *parser) externalSupervisor(path []string, s *Supervisor, base string) {
 			continue
 		}
 		set = append(set, f.key)
-		if abs, err := expandPath(*f.v, base); err == nil {
-			*f.v = abs
-		}
 	}
 	switch {
 	case s.Listen != "" && len(missing) > 0:

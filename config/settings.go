@@ -267,7 +267,7 @@ func (p *parser) supervisor(path []string, v any, s *Supervisor, base string) {
 			s.API = UnixScheme + abs
 		}
 	}
-	p.externalSupervisor(path, s, base)
+	p.externalSupervisor(path, s)
 }
 
 // WithDefaults returns s with every unset field (a zero or negative number
